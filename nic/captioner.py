@@ -1,0 +1,119 @@
+"""A trained captioner: encoder + decoder + vocabulary, and the ONE decoding function.
+
+``caption.py``, the BLEU report and validation during training all decode through
+:meth:`Captioner.decode`, so the numbers reported during training are the numbers a user
+gets (never teacher-forced outputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nic import search
+from nic.checkpoint import load_checkpoint
+from nic.config import Config, config_from_dict
+from nic.decoders import StepDecoderBase, build_decoder
+from nic.encoders import Encoder, build_encoder
+from nic.images import load_image
+from nic.vocab import Vocabulary
+
+METHODS = ("beam", "greedy", "sample")
+
+
+@dataclass
+class Caption:
+    """One decoded caption."""
+
+    words: list[str]
+    logprob: float
+    score: float
+    finished: bool
+    alphas: Tensor | None = None  # (steps, P) attention weights, when the decoder has them
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+class Captioner:
+    def __init__(self, encoder: Encoder, decoder: StepDecoderBase, vocab: Vocabulary, *,
+                 config: Config | None = None, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device).eval()
+        self.decoder = decoder.to(self.device).eval()
+        self.vocab = vocab
+        self.config = config or Config()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        encoder_weights: str | None = None) -> Captioner:
+        ckpt = load_checkpoint(path)
+        cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
+        vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
+        trained_encoder = ckpt.get("encoder") is not None
+        encoder = build_encoder(ckpt["encoder_name"], weights=encoder_weights or cfg.encoder.weights,
+                                pretrained=not trained_encoder)
+        if trained_encoder:
+            encoder.load_state_dict(ckpt["encoder"])
+        decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
+                                pad_id=vocab.pad_id)
+        decoder.load_state_dict(ckpt["decoder"])
+        return cls(encoder, decoder, vocab, config=cfg, device=device)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.inference_mode()
+    def decode(self, pooled: Tensor, grid: Tensor | None = None, *, method: str = "beam", beam_size: int = 20,
+               max_len: int | None = None, length_penalty: float = 0.0, n_best: int = 1,
+               temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
+               ) -> list[list[Caption]]:
+        """Decode features (pooled (B, F), grid (B, P, F) | None) into ``n_best`` captions per image."""
+        if method not in METHODS:
+            raise ValueError(f"unknown decoding method {method!r}; valid: {METHODS}")
+        was_training = self.decoder.training
+        self.decoder.eval()
+        pooled = pooled.to(self.device, torch.float32)
+        grid = grid.to(self.device, torch.float32) if grid is not None else None
+        ids = {"start_id": self.vocab.start_id, "end_id": self.vocab.end_id, "pad_id": self.vocab.pad_id,
+               "max_len": max_len or self.config.eval.max_len}
+        if method == "beam":
+            hyps = search.beam_search(self.decoder, pooled, grid, beam_size=beam_size,
+                                      length_penalty=length_penalty, n_best=n_best, **ids)
+        elif method == "greedy":
+            hyps = [[h] for h in search.greedy_search(self.decoder, pooled, grid, **ids)]
+        else:
+            hyps = [[h] for h in search.sample(self.decoder, pooled, grid, temperature=temperature,
+                                               top_k=top_k, generator=generator, **ids)]
+        self.decoder.train(was_training)
+        return [[self._caption(h) for h in per_image] for per_image in hyps]
+
+    def _caption(self, h: search.Hypothesis) -> Caption:
+        return Caption(words=self.vocab.decode(h.tokens), logprob=h.logprob, score=h.score,
+                       finished=h.finished, alphas=h.alphas)
+
+    @torch.inference_mode()
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 images (B, 3, H, W) -> (pooled (B, F), grid (B, P, F))."""
+        return self.encoder(images.to(self.device))
+
+    def caption_images(self, images: Tensor, **kwargs: Any) -> list[list[Caption]]:
+        pooled, grid = self.features(images)
+        return self.decode(pooled, grid if self.uses_grid else None, **kwargs)
+
+    def caption_files(self, paths: Sequence[str | Path], *, batch_size: int = 16,
+                      **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
+        """Caption image files of any size/mode (decoded and resized like the stores)."""
+        size = self.config.data.image_size
+        for start in range(0, len(paths), batch_size):
+            chunk = [Path(p) for p in paths[start:start + batch_size]]
+            images = torch.stack([torch.from_numpy(load_image(p, size)) for p in chunk])  # (B, 3, S, S)
+            yield from zip(chunk, self.caption_images(images, **kwargs))
+
+    @property
+    def uses_grid(self) -> bool:
+        return bool(getattr(self.decoder, "uses_grid", False))

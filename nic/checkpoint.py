@@ -1,0 +1,55 @@
+"""Checkpoints: one file with everything needed to rebuild, use or resume a model.
+
+Contents (plain containers of tensors and Python scalars, so the file loads with
+``torch.load(..., weights_only=True)`` and never runs pickled code)::
+
+    format, version        "nic-checkpoint", 1
+    config                 the resolved Config as a dict (rebuilds encoder and decoder)
+    vocab                  the vocabulary as a dict (nic.vocab JSON)
+    encoder_name           registry name of the encoder
+    decoder                decoder state dict
+    encoder                encoder state dict when it was trained (fine-tuned), else None
+                           (then the encoder's packaged ImageNet weights are used)
+    training               optimizer, epoch, step, best score, RNG states, ... (for resume)
+
+Written under a temporary name and renamed (:mod:`nic.io`): a run killed while saving
+keeps its previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nic.io import atomic_path
+
+FORMAT = "nic-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` (format/version are added) to ``path``."""
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Safely load a checkpoint (``weights_only=True``) and check its format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found (train one with `python train.py`, "
+                                "or pass --checkpoint runs/NAME/best.pt)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated/corrupt file or a pickle with arbitrary objects
+        raise ValueError(f"{path}: cannot be loaded as a nic checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a nic checkpoint (no format={FORMAT!r} entry)")
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version {data.get('version')} is not supported (expected {VERSION})")
+    return data

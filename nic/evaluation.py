@@ -1,0 +1,61 @@
+"""Decode a whole split and score it: what validation and the BLEU report share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from eval.bleu import BleuResult, corpus_bleu
+from nic.captioner import Caption, Captioner
+from nic.data import ImageDataset, make_loader
+from nic.features import FeatureReader
+from nic.store import StoreReader
+
+
+@dataclass
+class SplitCaptions:
+    """Captions decoded for the first ``len(captions)`` images of a store."""
+
+    captions: list[list[Caption]]  # per image, n-best
+    references: list[list[list[str]]]  # per image, tokenized references
+
+    @property
+    def best(self) -> list[list[str]]:
+        return [c[0].words for c in self.captions]
+
+    def bleu(self) -> BleuResult:
+        return corpus_bleu(self.best, self.references)
+
+
+def decode_split(
+    captioner: Captioner,
+    store: StoreReader,
+    features: FeatureReader | None = None,
+    *,
+    limit: int = 0,
+    batch_size: int = 50,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "decode",
+    **decode_kwargs: Any,
+) -> SplitCaptions:
+    """Decode every image of ``store`` (or the first ``limit``) with ``captioner.decode``.
+
+    With a feature cache the encoder is skipped; otherwise images are encoded on the fly.
+    """
+    dataset = ImageDataset(store, features, limit=limit)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    captions: list[list[Caption]] = []
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        if "pooled" in batch:
+            pooled, grid = batch["pooled"], batch.get("grid")
+        else:
+            with torch.inference_mode():
+                pooled, grid = captioner.features(batch["images"])
+            grid = grid if captioner.uses_grid else None
+        captions.extend(captioner.decode(pooled, grid, **decode_kwargs))
+    references = store.references()[: len(captions)]
+    return SplitCaptions(captions=captions, references=references)
