@@ -59,11 +59,20 @@ class EncoderConfig:
     freeze: bool = True
     # Precision of cached features: "float16" halves the disk and memory footprint.
     feature_dtype: str = "float16"
+    # Adaptively average-pool the spatial grid to grid_size x grid_size (0: the CNN's own grid).
+    grid_size: int = 0
+    # Fine-tuning (as in Show and Tell): after `finetune_after` epochs of training the
+    # decoder on the frozen CNN, unfreeze its top `finetune_blocks` blocks (-1: all) and
+    # train them with learning rate `finetune_lr`. 0 epochs / 0 blocks: never.
+    finetune_after: int = 0
+    finetune_blocks: int = 0
+    finetune_lr: float = 1e-5
 
 
 @dataclass
 class DecoderConfig:
-    # "nic" (Show and Tell: image fed once at t = -1).
+    # "nic" (Show and Tell: image fed once at t = -1) or "attention" (Show, Attend and
+    # Tell: soft attention over the encoder grid at every step; one LSTM layer).
     type: str = "nic"
     # Word (and image) embedding size; the paper uses 512.
     embed_dim: int = 512
@@ -72,11 +81,16 @@ class DecoderConfig:
     num_layers: int = 1
     # Dropout on the embeddings and on the LSTM output.
     dropout: float = 0.5
+    # Attention decoder only: size of the additive attention's hidden layer (the paper: 512),
+    # and the weight lambda of the doubly stochastic regulariser sum_i (1 - sum_t alpha_ti)^2.
+    attention_dim: int = 512
+    alpha_c: float = 1.0
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 20
+    # The GLOBAL batch size: with torchrun each of the N processes takes batch_size / N.
     batch_size: int = 128
     lr: float = 4e-4
     weight_decay: float = 0.0
@@ -86,6 +100,29 @@ class TrainConfig:
     val_beam: int = 3
     # Stop when validation BLEU-4 has not improved for this many epochs (0 disables).
     patience: int = 0
+    # Learning-rate schedule: "constant", "step" (x lr_gamma every lr_step_epochs epochs,
+    # as the tutorial peers do) or "cosine" (per step, to 0 at the last epoch); all after
+    # a linear warm-up of warmup_steps optimizer steps.
+    lr_schedule: str = "constant"
+    lr_step_epochs: int = 8
+    lr_gamma: float = 0.5
+    warmup_steps: int = 0
+    # Scheduled sampling (Bengio et al. 2015): the probability of feeding the model's own
+    # sampled word instead of the ground truth rises linearly from 0 at epoch
+    # ss_start_epoch to ss_max_prob over ss_ramp_epochs epochs (0 disables).
+    ss_max_prob: float = 0.0
+    ss_start_epoch: int = 0
+    ss_ramp_epochs: int = 5
+    # Automatic mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler).
+    amp: bool = True
+    # Also save last.pt every N optimizer steps (0: at the end of each epoch only).
+    save_every: int = 0
+    # Stop after this many optimizer steps in total (0: no limit); for smoke tests.
+    max_steps: int = 0
+    # Append the global training loss to steps.jsonl every N optimizer steps (0: never).
+    log_every: int = 10
+    # Log to TensorBoard too when the tensorboard package is installed.
+    tensorboard: bool = True
     # Validate on at most this many images (0: the whole split).
     val_images: int = 0
     seed: int = 0

@@ -93,6 +93,9 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_workers: int = 0,
                 generator: torch.Generator | None = None, sampler: Any = None) -> DataLoader:
+    # A private generator, so creating a loader never draws from the global RNG (which
+    # would shift dropout masks and break exact resume).
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate, generator=generator,
                       persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())

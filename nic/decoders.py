@@ -25,12 +25,33 @@ State = dict[str, Tensor]
 
 
 class StepDecoderBase(nn.Module):
-    """Shared parts of the decoders: the state reordering used by beam search."""
+    """Shared parts of the decoders: the training loss and the state reordering of beam search."""
 
     vocab_size: int
+    pad_id: int = 0
+    uses_grid: bool = False  # True when the decoder needs grid features (attention)
 
     def reorder_state(self, state: State, index: Tensor) -> State:
         return {k: v.index_select(0, index) for k, v in state.items()}
+
+    def loss(self, pooled: Tensor, grid: Tensor | None, captions: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Training objective on a batch: mean per-word NLL of ``captions[:, 1:]`` (padding ignored).
+
+        Returns the loss to minimise and a dict of its named parts (for logging). Decoders
+        with extra terms (e.g. attention's doubly stochastic regulariser) override this.
+        """
+        nll = sequence_nll(self(pooled, grid, captions), captions, self.pad_id)
+        return nll, {"nll": float(nll.detach())}
+
+
+def sequence_nll(logits: Tensor, captions: Tensor, pad_id: int, reduction: str = "mean") -> Tensor:
+    """Per-word negative log-likelihood of ``captions[:, 1:]``, padding ignored.
+
+    logits (B, T-1, V), captions (B, T) -> scalar (mean over words, or their sum).
+    """
+    targets = captions[:, 1:]  # (B, T-1)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id,
+                           reduction=reduction)
 
 
 class ShowAndTellDecoder(StepDecoderBase):
@@ -53,7 +74,7 @@ class ShowAndTellDecoder(StepDecoderBase):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
-        self.vocab_size = vocab_size
+        self.vocab_size, self.pad_id = vocab_size, pad_id
         self.image_embed = nn.Linear(feature_dim, embed_dim)  # W_I: CNN feature -> x_{-1}
         self.word_embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)  # W_e
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
@@ -85,8 +106,15 @@ class ShowAndTellDecoder(StepDecoderBase):
         return log_probs, {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}
 
 
+def _show_attend_tell(**kwargs) -> StepDecoderBase:
+    from nic.attention import ShowAttendTellDecoder  # imported here: nic.attention imports this module
+
+    return ShowAttendTellDecoder(**kwargs)
+
+
 DECODERS: dict[str, Callable[..., StepDecoderBase]] = {
     "nic": ShowAndTellDecoder,
+    "attention": _show_attend_tell,  # nic.attention.ShowAttendTellDecoder
 }
 
 
@@ -94,6 +122,11 @@ def build_decoder(cfg, *, vocab_size: int, feature_dim: int, pad_id: int = 0) ->
     """Build the decoder a :class:`nic.config.DecoderConfig` describes."""
     if cfg.type not in DECODERS:
         raise ValueError(f"unknown decoder type {cfg.type!r}; valid types: {sorted(DECODERS)}")
-    return DECODERS[cfg.type](vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=cfg.embed_dim,
-                              hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers, dropout=cfg.dropout,
-                              pad_id=pad_id)
+    common = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=cfg.embed_dim,
+                  hidden_dim=cfg.hidden_dim, dropout=cfg.dropout, pad_id=pad_id)
+    if cfg.type == "attention":
+        if cfg.num_layers != 1:
+            raise ValueError(f"decoder.num_layers={cfg.num_layers}: the attention decoder has one LSTM layer; "
+                             "set decoder.num_layers: 1")
+        return DECODERS[cfg.type](**common, attention_dim=cfg.attention_dim, alpha_c=cfg.alpha_c)
+    return DECODERS[cfg.type](**common, num_layers=cfg.num_layers)

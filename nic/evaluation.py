@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from eval.bleu import BleuResult, corpus_bleu
 from tqdm import tqdm
 
-from eval.bleu import BleuResult, corpus_bleu
 from nic.captioner import Caption, Captioner
 from nic.data import ImageDataset, make_loader
 from nic.features import FeatureReader

@@ -1,61 +1,177 @@
-"""Training: per-word negative log-likelihood, validation BLEU from real decoding, checkpoints.
+"""Training: per-word negative log-likelihood, validation BLEU from real decoding, exact resume.
 
-The pieces are small functions (``train_one_epoch``, ``validation_loss``, ``validate``,
-``save``); :func:`train` wires them together from a :class:`nic.config.Config`.
+:func:`train` runs a whole job from a :class:`nic.config.Config`; the steps are small
+functions over one explicit :class:`Run` object (``setup``, ``train_one_epoch``,
+``validate``, ``save``, ``restore``), so nothing hides in globals.
 
 A run directory ``<train.out_dir>/<train.name>/`` holds::
 
     config.yaml      the resolved configuration
     vocab.json       the vocabulary
+    env.json         versions of python/torch/timm/..., the git commit, the launch command
     metrics.jsonl    one JSON line per epoch (losses, validation BLEU-1..4, lr, time)
-    last.pt best.pt  checkpoints (best = highest validation BLEU-4 at train.val_beam)
+    last.pt          written every epoch (and every train.save_every steps): resume point
+    best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam
+    tb/              TensorBoard events, when tensorboard is installed
+
+Exact resume: ``last.pt`` holds the weights, optimizer, LR scheduler, AMP scaler, epoch,
+step, position inside the epoch, best score, early-stopping counter and every RNG state;
+the data order of an epoch is a function of (seed, epoch) alone (:class:`EpochSampler`),
+so a resumed run continues exactly as if it had never stopped (bitwise on CPU).
+
+Distributed: under ``torchrun`` the decoder (and a fine-tuned encoder) is wrapped in
+DistributedDataParallel; ``train.batch_size`` is the global batch, split evenly over the
+processes; the loss of each process is weighted by its share of the global batch's words,
+so the gradient equals the single-process gradient of the same global batch. Only rank 0
+validates, logs and writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import platform
 import random
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from nic.captioner import Captioner
-from nic.checkpoint import save_checkpoint
+from nic.checkpoint import load_checkpoint, save_checkpoint
 from nic.config import Config, save_config
 from nic.data import CaptionDataset, make_loader
-from nic.decoders import build_decoder
+from nic.decoders import StepDecoderBase, build_decoder
+from nic.distributed import DistInfo, EpochSampler, all_reduce_sum, barrier, broadcast_object, init_distributed
 from nic.encoders import Encoder, build_encoder
 from nic.evaluation import decode_split
 from nic.features import FeatureReader, cache_features
+from nic.io import atomic_write_text
 from nic.store import StoreReader, store_path
 from nic.vocab import Vocabulary
+
+SPLITS = ("train", "val")
 
 
 @dataclass
 class TrainState:
-    """Everything about a run's progress that is not a model weight."""
+    """Everything about a run's progress that is not a tensor."""
 
-    epoch: int = 0
-    step: int = 0
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps so far
+    batch_in_epoch: int = 0  # batches of the current epoch already trained (for mid-epoch resume)
     best_score: float = -1.0
     best_epoch: int = -1
-    history: list[dict[str, Any]] = field(default_factory=list)
+    bad_epochs: int = 0
+    finetuning: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
+class CaptionModel(nn.Module):
+    """Encoder + decoder as one module (what DDP wraps); ``forward`` returns the training loss."""
+
+    def __init__(self, encoder: Encoder, decoder: StepDecoderBase) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def features(self, batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor | None]:
+        if "pooled" in batch:
+            grid = batch.get("grid")
+            return batch["pooled"].to(device), (grid.to(device) if grid is not None else None)
+        pooled, grid = self.encoder(batch["images"].to(device))
+        return pooled, (grid if self.decoder.uses_grid else None)
+
+    def forward(self, batch: dict[str, Tensor], ss_prob: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+        device = next(self.decoder.parameters()).device
+        captions = batch["captions"].to(device)  # (B, T)
+        pooled, grid = self.features(batch, device)
+        if ss_prob > 0:
+            return scheduled_sampling_loss(self.decoder, pooled, grid, captions, ss_prob)
+        return self.decoder.loss(pooled, grid, captions)
+
+
+def scheduled_sampling_loss(decoder: StepDecoderBase, pooled: Tensor, grid: Tensor | None, captions: Tensor,
+                            prob: float) -> tuple[Tensor, dict[str, float]]:
+    """Per-word NLL where each input word is, with probability ``prob``, the model's own sample.
+
+    Bengio et al. 2015. Runs step by step through the decoder step API, so it works for
+    every decoder (the attention regulariser is not added here).
+    """
+    state = decoder.init_state(pooled, grid)
+    tokens = captions[:, 0]  # (B,) <start>
+    log_probs = []
+    for t in range(captions.shape[1] - 1):
+        lp, state = decoder.step(tokens, state)  # (B, V)
+        log_probs.append(lp)
+        sampled = torch.multinomial(lp.detach().exp(), 1).squeeze(1)  # (B,)
+        use_model = torch.rand(tokens.shape[0], device=tokens.device) < prob
+        tokens = torch.where(use_model, sampled, captions[:, t + 1])
+    lp = torch.stack(log_probs, dim=1)  # (B, T-1, V)
+    nll = F.nll_loss(lp.reshape(-1, lp.shape[-1]), captions[:, 1:].reshape(-1), ignore_index=decoder.pad_id)
+    return nll, {"nll": float(nll.detach())}
+
+
+@dataclass
+class Run:
+    """One training job's objects (built by :func:`setup`)."""
+
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    run_dir: Path
+    vocab: Vocabulary
+    model: CaptionModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    stores: dict[str, StoreReader]
+    features: dict[str, FeatureReader | None]
+    sampler: EpochSampler
+    state: TrainState = field(default_factory=TrainState)
+    ddp: nn.Module | None = None
+    writer: Any = None
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.model.encoder
+
+    @property
+    def decoder(self) -> StepDecoderBase:
+        return self.model.decoder
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or not self.cfg.train.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.amp_dtype
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------- set-up
+def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use --train.device=cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={name!r} but CUDA is not available; use --train.device=cpu")
+        if dist_info is not None and dist_info.enabled:
+            device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 
@@ -65,175 +181,384 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sequence_nll(logits: torch.Tensor, captions: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean per-word negative log-likelihood of ``captions[:, 1:]`` (padding ignored).
-
-    logits (B, T-1, V), captions (B, T) -> scalar.
-    """
-    targets = captions[:, 1:]  # (B, T-1)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id)
-
-
-def batch_features(batch: dict[str, torch.Tensor], encoder: Encoder | None, device: torch.device,
-                   uses_grid: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Cached features from the batch, or the encoder run on its images."""
-    if "pooled" in batch:
-        grid = batch.get("grid")
-        return batch["pooled"].to(device), (grid.to(device) if grid is not None else None)
-    assert encoder is not None, "a batch of images needs an encoder"
-    pooled, grid = encoder(batch["images"].to(device))
-    return pooled, (grid if uses_grid else None)
-
-
-def train_one_epoch(decoder: nn.Module, encoder: Encoder | None, loader, optimizer: torch.optim.Optimizer,
-                    cfg: Config, state: TrainState, device: torch.device, *, pad_id: int,
-                    progress: bool = True) -> float:
-    decoder.train()
-    uses_grid = bool(getattr(decoder, "uses_grid", False))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch", disable=not progress,
-               leave=False)
-    for batch in bar:
-        captions = batch["captions"].to(device)  # (B, T)
-        pooled, grid = batch_features(batch, encoder, device, uses_grid)
-        loss = sequence_nll(decoder(pooled, grid, captions), captions, pad_id)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {state.step}; "
-                                     "lower train.lr or check the input data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        state.step += 1
-        n_words = int((captions[:, 1:] != pad_id).sum())
-        total += loss.item() * n_words
-        count += n_words
-        bar.set_postfix(loss=f"{total / count:.3f}")
-    return total / max(count, 1)
-
-
-@torch.inference_mode()
-def validation_loss(decoder: nn.Module, encoder: Encoder | None, loader, device: torch.device,
-                    *, pad_id: int) -> float:
-    decoder.eval()
-    uses_grid = bool(getattr(decoder, "uses_grid", False))
-    total, count = 0.0, 0
-    for batch in loader:
-        captions = batch["captions"].to(device)
-        pooled, grid = batch_features(batch, encoder, device, uses_grid)
-        logits = decoder(pooled, grid, captions)
-        targets = captions[:, 1:]
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                 ignore_index=pad_id, reduction="sum").item()
-        count += int((targets != pad_id).sum())
-    return total / max(count, 1)
-
-
 def rng_state() -> dict[str, Any]:
-    return {"python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-            "python_gauss": random.getstate()[2], "numpy": np.random.get_state()[1].tolist(),
-            "numpy_pos": int(np.random.get_state()[2]), "torch": torch.get_rng_state()}
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {"python": [py[0], list(py[1]), py[2]], "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def checkpoint_payload(cfg: Config, vocab: Vocabulary, encoder: Encoder, decoder: nn.Module,
-                       optimizer: torch.optim.Optimizer, state: TrainState) -> dict[str, Any]:
-    return {
-        "config": cfg.to_dict(),
-        "vocab": vocab.to_dict(),
-        "encoder_name": encoder.name,
-        "decoder": decoder.state_dict(),
-        "encoder": None if cfg.encoder.freeze else encoder.state_dict(),
-        "training": {"epoch": state.epoch, "step": state.step, "best_score": state.best_score,
-                     "best_epoch": state.best_epoch, "optimizer": optimizer.state_dict(), "rng": rng_state()},
-    }
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def environment() -> dict[str, Any]:
+    """Versions of the key packages and the git commit, saved with every run."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchvision", "timm", "h5py", "numpy", "PIL"):
+        with contextlib.suppress(ImportError):
+            versions[name] = __import__(name).__version__
+    commit = None
+    with contextlib.suppress(Exception):
+        root = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = f"{commit}{'-dirty' if dirty else ''}" if commit else None
+    return {"versions": versions, "git_commit": commit, "argv": sys.argv, "platform": platform.platform()}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step LambdaLR: warm-up, then constant / step decay by epoch / cosine."""
+    t = cfg.train
+    total = max(t.epochs * steps_per_epoch, 1)
+    if t.lr_schedule not in ("constant", "step", "cosine"):
+        raise ValueError(f"train.lr_schedule={t.lr_schedule!r}; valid: constant, step, cosine")
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
+        if t.lr_schedule == "step":
+            return warm * t.lr_gamma ** ((step // max(steps_per_epoch, 1)) // max(t.lr_step_epochs, 1))
+        if t.lr_schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return warm
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def prepare_features(cfg: Config, encoder: Encoder, store_dir: Path, device: torch.device, *, grid: bool,
-                     progress: bool) -> dict[str, FeatureReader | None]:
-    """With a frozen encoder, cache features for every split once; else read images."""
+                     dist_info: DistInfo, progress: bool) -> dict[str, FeatureReader | None]:
+    """With a frozen encoder, cache the features of every split once (rank 0 computes)."""
     readers: dict[str, FeatureReader | None] = {}
     for split in ("train", "val", "test"):
         path = store_path(store_dir, split)
         if not cfg.encoder.freeze or not path.exists():
             readers[split] = None
             continue
-        cache = cache_features(encoder, path, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
-                               progress=progress)
-        readers[split] = FeatureReader(cache, grid=grid)
+        if dist_info.is_main:
+            cache_features(encoder, path, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
+                           progress=progress)
+        barrier(dist_info)
+        readers[split] = FeatureReader(cache_features(encoder, path, grid=grid, dtype=cfg.encoder.feature_dtype,
+                                                      device=device, progress=False), grid=grid)
     return readers
 
 
-def train(cfg: Config, *, progress: bool = True) -> Path:
-    """Train the model ``cfg`` describes; return the run directory (with best.pt)."""
+def setup(cfg: Config, *, progress: bool = True) -> Run:
+    """Build everything a run needs: data, features, model, optimizer, schedule."""
     from preprocess.build import prepare
 
+    dev_type = "cuda" if (cfg.train.device == "auto" and torch.cuda.is_available()) or \
+        cfg.train.device.startswith("cuda") else "cpu"
+    dist_info = init_distributed(dev_type)
+    device = resolve_device(cfg.train.device, dist_info)
     set_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    if cfg.train.batch_size % dist_info.world_size:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
+                         f"{dist_info.world_size} processes")
     run_dir = Path(cfg.train.out_dir) / cfg.train.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-
-    store_dir = prepare(cfg.data, progress=progress)
+    if dist_info.is_main:
+        store_dir = prepare(cfg.data, progress=progress)
+    barrier(dist_info)
+    store_dir = cfg.data.resolved_store_dir()
     vocab = Vocabulary.load(store_dir / "vocab.json")
-    vocab.save(run_dir / "vocab.json")
-    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights).to(device)
+    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights,
+                            **({"grid_size": cfg.encoder.grid_size} if cfg.encoder.grid_size else {}))
     decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                            pad_id=vocab.pad_id).to(device)
-    uses_grid = bool(getattr(decoder, "uses_grid", False))
-    features = prepare_features(cfg, encoder, store_dir, device, grid=uses_grid, progress=progress)
+                            pad_id=vocab.pad_id)
+    model = CaptionModel(encoder, decoder).to(device)
+    encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
-        encoder.requires_grad_(False).eval()
-        train_encoder = None
-    else:
-        train_encoder = encoder
-    stores = {s: StoreReader(store_path(store_dir, s)) for s in ("train", "val")}
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = make_loader(CaptionDataset(stores["train"], features["train"]), batch_size=cfg.train.batch_size,
-                               shuffle=True, num_workers=cfg.data.num_workers, generator=generator)
-    val_loader = make_loader(CaptionDataset(stores["val"], features["val"]), batch_size=cfg.train.batch_size,
-                             shuffle=False, num_workers=cfg.data.num_workers)
-
-    params = list(decoder.parameters()) + (list(encoder.parameters()) if train_encoder is not None else [])
+        encoder.eval()
+    features = prepare_features(cfg, encoder, store_dir, device, grid=decoder.uses_grid, dist_info=dist_info,
+                                progress=progress)
+    stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
+    sampler = EpochSampler(stores["train"].num_captions, seed=cfg.train.seed, rank=dist_info.rank,
+                           world_size=dist_info.world_size)
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    captioner = Captioner(encoder, decoder, vocab, config=cfg, device=device)
-    state = TrainState()
-    metrics_file = run_dir / "metrics.jsonl"
-    metrics_file.unlink(missing_ok=True)
-    bad_epochs = 0
-    print(f"run {run_dir}: {len(stores['train'].captions)} training captions, vocab {len(vocab)}, "
-          f"decoder {cfg.decoder.type} ({sum(p.numel() for p in decoder.parameters()) / 1e6:.1f}M params), "
-          f"device {device}")
-    for _ in range(cfg.train.epochs):
-        t0 = time.time()
-        train_loss = train_one_epoch(decoder, train_encoder, train_loader, optimizer, cfg, state, device,
-                                     pad_id=vocab.pad_id, progress=progress)
-        val_loss = validation_loss(decoder, train_encoder, val_loader, device, pad_id=vocab.pad_id)
-        decoded = decode_split(captioner, stores["val"], features["val"], limit=cfg.train.val_images,
-                               beam_size=cfg.train.val_beam, max_len=cfg.eval.max_len,
-                               length_penalty=cfg.eval.length_penalty, batch_size=cfg.eval.batch_size)
-        bleu = decoded.bleu()
-        state.epoch += 1
-        record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
-                  "val_ppl": math.exp(min(val_loss, 50)), **{f"val_{k}": v for k, v in bleu.as_dict().items()},
-                  "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0}
-        improved = bleu.bleu[3] > state.best_score
-        if improved:
-            state.best_score, state.best_epoch, bad_epochs = bleu.bleu[3], state.epoch, 0
-        else:
-            bad_epochs += 1
-        state.history.append(record)
-        with open(metrics_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        payload = checkpoint_payload(cfg, vocab, encoder, decoder, optimizer, state)
-        save_checkpoint(run_dir / "last.pt", payload)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", payload)
-        print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  val {val_loss:.3f}  "
-              f"val BLEU-4@{cfg.train.val_beam} {bleu.bleu[3]:.4f}{' *' if improved else ''}  "
-              f"({record['epoch_time_s']:.0f}s)  e.g. \"{' '.join(decoded.best[0])}\"")
-        if cfg.train.patience and bad_epochs >= cfg.train.patience:
-            print(f"early stop: no BLEU-4 improvement for {bad_epochs} epochs")
+    steps_per_epoch = math.ceil(len(sampler) / (cfg.train.batch_size // dist_info.world_size))
+    run = Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, vocab=vocab, model=model,
+              optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+              scaler=torch.amp.GradScaler("cuda", enabled=False), stores=stores, features=features,
+              sampler=sampler)
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
+    wrap_ddp(run)
+    return run
+
+
+def wrap_ddp(run: Run) -> None:
+    if run.dist.enabled:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.ddp = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+
+
+def start_finetuning(run: Run) -> None:
+    """Unfreeze the encoder's top blocks (encoder.finetune_blocks) with their own learning rate."""
+    e = run.cfg.encoder
+    run.encoder.set_trainable(e.finetune_blocks)
+    params = [p for p in run.encoder.parameters() if p.requires_grad]
+    run.optimizer.add_param_group({"params": params, "lr": e.finetune_lr, "weight_decay": run.cfg.train.weight_decay})
+    run.scheduler.base_lrs.append(e.finetune_lr)
+    run.features = {k: None for k in run.features}  # images from now on: the CNN changes
+    run.state.finetuning = True
+    wrap_ddp(run)
+
+
+def should_finetune(run: Run) -> bool:
+    e = run.cfg.encoder
+    return (not run.state.finetuning and e.finetune_blocks != 0 and e.finetune_after > 0
+            and run.state.epoch >= e.finetune_after)
+
+
+# ------------------------------------------------------------------ the loop
+def batches_per_epoch(run: Run) -> int:
+    per_rank = run.cfg.train.batch_size // run.dist.world_size
+    return math.ceil(-(-run.sampler.n // run.dist.world_size) / per_rank)
+
+
+def ss_probability(cfg: Config, epoch: int) -> float:
+    t = cfg.train
+    if t.ss_max_prob <= 0 or epoch < t.ss_start_epoch:
+        return 0.0
+    return t.ss_max_prob * min(1.0, (epoch - t.ss_start_epoch + 1) / max(t.ss_ramp_epochs, 1))
+
+
+def train_one_epoch(run: Run, *, progress: bool = True) -> float:
+    """Train one epoch (from ``state.batch_in_epoch`` when resuming); return its mean per-word NLL."""
+    cfg, state = run.cfg, run.state
+    per_rank = cfg.train.batch_size // run.dist.world_size
+    run.sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * per_rank)
+    loader = make_loader(CaptionDataset(run.stores["train"], run.features["train"]), batch_size=per_rank,
+                         shuffle=False, sampler=run.sampler, num_workers=cfg.data.num_workers)
+    run.model.train()
+    if not state.finetuning:
+        run.encoder.eval()
+    module = run.ddp or run.model
+    ss_prob = ss_probability(cfg, state.epoch)
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    total = count = 0.0
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
+               disable=not (progress and run.dist.is_main), leave=False, initial=state.batch_in_epoch,
+               total=state.batch_in_epoch + len(loader))
+    for batch in bar:
+        n_local = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
+        n_global = all_reduce_sum(n_local, run.dist, run.device)
+        with run.autocast():
+            loss, parts = module(batch, ss_prob)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at step {state.step}, epoch {state.epoch + 1}; the last good "
+                f"checkpoint {run.run_dir / 'last.pt'} is kept. Lower train.lr, raise train.grad_clip, or "
+                "check the input features")
+        # weight by this process's share of the global batch's words (DDP averages gradients)
+        scaled = loss * (n_local * run.dist.world_size / max(n_global, 1))
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(scaled).backward()
+        if cfg.train.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        state.step += 1
+        state.batch_in_epoch += 1
+        total += parts["nll"] * n_local
+        count += n_local
+        if cfg.train.log_every and state.step % cfg.train.log_every == 0:
+            log_step(run, all_reduce_sum(parts["nll"] * n_local, run.dist, run.device) / max(n_global, 1))
+        bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
+        if cfg.train.save_every and state.step % cfg.train.save_every == 0:
+            save(run, best=False)
+        if cfg.train.max_steps and state.step >= cfg.train.max_steps:
             break
-    return run_dir
+    return all_reduce_sum(total, run.dist, run.device) / max(all_reduce_sum(count, run.dist, run.device), 1)
+
+
+@torch.inference_mode()
+def validation_loss(run: Run) -> float:
+    run.model.eval()
+    loader = make_loader(CaptionDataset(run.stores["val"], run.features["val"]), batch_size=run.cfg.train.batch_size,
+                         shuffle=False, num_workers=run.cfg.data.num_workers)
+    total = count = 0.0
+    for batch in loader:
+        loss, _ = run.model(batch)
+        n = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
+        total, count = total + float(loss) * n, count + n
+    return total / max(count, 1)
+
+
+def validate(run: Run) -> dict[str, Any]:
+    """Validation loss and BLEU-1..4 from real beam-search decoding (rank 0 only)."""
+    cfg = run.cfg
+    captioner = Captioner(run.encoder, run.decoder, run.vocab, config=cfg, device=run.device)
+    decoded = decode_split(captioner, run.stores["val"], run.features["val"], limit=cfg.train.val_images,
+                           beam_size=cfg.train.val_beam, max_len=cfg.eval.max_len,
+                           length_penalty=cfg.eval.length_penalty, batch_size=cfg.eval.batch_size)
+    val_loss = validation_loss(run)
+    bleu = decoded.bleu().as_dict()
+    return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
+            **{f"val_{k}": v for k, v in bleu.items()}, "example": " ".join(decoded.best[0])}
+
+
+# ------------------------------------------------------------- checkpoints
+def checkpoint_payload(run: Run) -> dict[str, Any]:
+    return {
+        "config": run.cfg.to_dict(),
+        "vocab": run.vocab.to_dict(),
+        "encoder_name": run.encoder.name,
+        "decoder": run.decoder.state_dict(),
+        "encoder": run.encoder.state_dict() if run.state.finetuning or not run.cfg.encoder.freeze else None,
+        "training": {"state": asdict(run.state), "optimizer": run.optimizer.state_dict(),
+                     "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                     "rng": rng_state()},
+    }
+
+
+def save(run: Run, *, best: bool) -> None:
+    if not run.dist.is_main:
+        return
+    payload = checkpoint_payload(run)
+    save_checkpoint(run.run_dir / "last.pt", payload)
+    if best:
+        save_checkpoint(run.run_dir / "best.pt", payload)
+
+
+def restore(run: Run, ckpt: dict[str, Any]) -> None:
+    """Load weights, optimizer, scheduler, scaler, progress and RNG states from ``ckpt``."""
+    training = ckpt["training"]
+    run.state = TrainState(**training["state"])
+    if run.state.finetuning:
+        run.state.finetuning = False
+        start_finetuning(run)
+    run.decoder.load_state_dict(ckpt["decoder"])
+    if ckpt.get("encoder") is not None:
+        run.encoder.load_state_dict(ckpt["encoder"])
+    run.optimizer.load_state_dict(training["optimizer"])
+    run.scheduler.load_state_dict(training["scheduler"])
+    run.scaler.load_state_dict(training["scaler"])
+    set_rng_state(training["rng"])
+
+
+def trim_logs(run: Run) -> None:
+    """Drop log lines written after the checkpoint being resumed from (they will be redone)."""
+    for name, key, limit in (("metrics.jsonl", "epoch", run.state.epoch), ("steps.jsonl", "step", run.state.step)):
+        path = run.run_dir / name
+        if path.exists():
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            atomic_write_text(path, "".join(line + "\n" for line in lines if json.loads(line)[key] <= limit))
+
+
+def open_tensorboard(run: Run) -> None:
+    if not (run.cfg.train.tensorboard and run.dist.is_main):
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return  # optional: metrics.jsonl is always written
+    run.writer = SummaryWriter(str(run.run_dir / "tb"))
+
+
+def log_step(run: Run, loss: float) -> None:
+    """Append the global (all-process) training loss of this step to steps.jsonl (rank 0)."""
+    if not run.dist.is_main:
+        return
+    with open(run.run_dir / "steps.jsonl", "a") as f:
+        f.write(json.dumps({"step": run.state.step, "epoch": run.state.epoch, "loss": loss,
+                            "lr": run.optimizer.param_groups[0]["lr"]}) + "\n")
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", loss, run.state.step)
+
+
+def log_epoch(run: Run, record: dict[str, Any]) -> None:
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if run.writer is not None:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                run.writer.add_scalar(k.replace("val_", "val/"), v, record["step"])
+        run.writer.flush()
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train the model ``cfg`` describes; return the run directory.
+
+    ``resume``: a run directory (or checkpoint) to continue from; ``cfg`` should then be that
+    run's saved config (``<run>/config.yaml``), possibly with overrides such as more epochs.
+    """
+    ckpt = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt = load_checkpoint(resume / "last.pt" if resume.is_dir() else resume)
+    run = setup(cfg, progress=progress)
+    if ckpt is not None:
+        restore(run, ckpt)
+        if run.dist.is_main:
+            trim_logs(run)
+    elif run.dist.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "steps.jsonl"):
+            (run.run_dir / name).unlink(missing_ok=True)
+    if run.dist.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.run_dir / "config.yaml")
+        run.vocab.save(run.run_dir / "vocab.json")
+        atomic_write_text(run.run_dir / "env.json", json.dumps(environment(), indent=1))
+        open_tensorboard(run)
+        n_params = sum(p.numel() for p in run.decoder.parameters())
+        print(f"run {run.run_dir}: {run.stores['train'].num_captions} training captions, vocab {len(run.vocab)}, "
+              f"{cfg.decoder.type} decoder ({n_params / 1e6:.1f}M params), device {run.device}"
+              f"{f', {run.dist.world_size} processes' if run.dist.enabled else ''}"
+              f"{f', resuming after epoch {run.state.epoch} step {run.state.step}' if ckpt else ''}")
+    fit(run, progress=progress)
+    if run.writer is not None:
+        run.writer.close()
+    return run.run_dir
+
+
+def fit(run: Run, *, progress: bool = True) -> None:
+    cfg, state = run.cfg, run.state
+    while state.epoch < cfg.train.epochs:
+        if should_finetune(run):
+            start_finetuning(run)
+        t0 = time.time()
+        train_loss = train_one_epoch(run, progress=progress)
+        if state.batch_in_epoch < batches_per_epoch(run):  # stopped by train.max_steps
+            save(run, best=False)
+            break
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        stop = False
+        if run.dist.is_main:
+            record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, **validate(run),
+                      "lr": run.optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0}
+            improved = record["val_BLEU-4"] > state.best_score
+            if improved:
+                state.best_score, state.best_epoch, state.bad_epochs = record["val_BLEU-4"], state.epoch, 0
+            else:
+                state.bad_epochs += 1
+            log_epoch(run, record)
+            save(run, best=improved)
+            if progress:
+                print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  val {record['val_loss']:.3f}  "
+                      f"BLEU-4@{cfg.train.val_beam} {record['val_BLEU-4']:.4f}{' *' if improved else '  '}  "
+                      f"{record['epoch_time_s']:.0f}s  \"{record['example']}\"")
+            stop = bool(cfg.train.patience and state.bad_epochs >= cfg.train.patience)
+            if stop and progress:
+                print(f"early stop: no validation BLEU-4 improvement for {state.bad_epochs} epochs "
+                      f"(best {state.best_score:.4f} at epoch {state.best_epoch})")
+        state.best_score, state.best_epoch, state.bad_epochs, stop = broadcast_object(
+            (state.best_score, state.best_epoch, state.bad_epochs, stop), run.dist)
+        if stop or (cfg.train.max_steps and state.step >= cfg.train.max_steps):
+            break

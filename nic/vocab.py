@@ -146,7 +146,8 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "vocabulary") -> Vocabulary:
         if not isinstance(data, dict) or data.get("format") != "nic-vocab" or "itos" not in data:
-            raise ValueError(f"{source}: not a nic vocabulary (expected a JSON object with format 'nic-vocab' and 'itos')")
+            raise ValueError(f"{source}: not a nic vocabulary "
+                             "(expected a JSON object with format 'nic-vocab' and 'itos')")
         return cls(data["itos"], settings=data.get("settings"), stats=data.get("stats"))
 
     def save(self, path: str | Path) -> None:
