@@ -3,6 +3,7 @@
     python caption.py --img photo.jpg --beam 20
     python caption.py --img a.jpg b.png --nbest 3
     python caption.py --img my_photos/ --checkpoint runs/nic_coco/best.pt
+    python caption.py --img photo.jpg --checkpoint runs/attention_shapes --attention-map att.png
 
 Any JPEG/PNG/BMP/WebP of any size works; grayscale, palette and RGBA images are
 converted to RGB and resized exactly as the training stores were.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nic.attention_maps import caption_words, draw_attention
 from nic.captioner import Captioner
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -48,7 +50,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--length-penalty", type=float, default=0.0, help="score = logprob / length**penalty")
     p.add_argument("--seed", type=int, default=0, help="seed for --method sample")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--encoder-weights", default=None, metavar="PATH",
+                   help="ImageNet weights file for the checkpoint's encoder (default: packaged or torch cache)")
+    p.add_argument("--attention-map", metavar="OUT.png", default=None,
+                   help="attention decoders only: write where the model looked for each word of the best caption "
+                        "(one image: OUT.png; several: OUT_<image stem>.png)")
     return p.parse_args(argv)
+
+
+def attention_map_paths(out: str, images: list[Path]) -> list[Path]:
+    """OUT.png for one image; OUT_<stem>.png for several (OUT_<stem>_2.png, ... on repeated stems)."""
+    out_path = Path(out)
+    if len(images) == 1:
+        return [out_path]
+    paths, seen = [], {}
+    for image in images:
+        seen[image.stem] = seen.get(image.stem, 0) + 1
+        suffix = "" if seen[image.stem] == 1 else f"_{seen[image.stem]}"
+        paths.append(out_path.with_name(f"{out_path.stem}_{image.stem}{suffix}{out_path.suffix or '.png'}"))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.nbest > a.beam and a.method == "beam":
         raise SystemExit(f"--nbest {a.nbest} needs --beam of at least {a.nbest}")
     paths = collect_images(a.img)
-    captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device)
+    captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+    map_paths = {}
+    if a.attention_map:
+        if not captioner.uses_grid:
+            raise SystemExit(f"--attention-map: the checkpoint {a.checkpoint} has a {captioner.config.decoder.type!r} "
+                             "decoder, which has no attention; use a checkpoint trained with decoder.type: attention "
+                             "(e.g. configs/attention_shapes.yaml)")
+        map_paths = dict(zip(paths, attention_map_paths(a.attention_map, paths)))
     generator = torch.Generator().manual_seed(a.seed)
     for path, captions in captioner.caption_files(paths, method=a.method, beam_size=a.beam, n_best=a.nbest,
                                                   max_len=a.max_len, length_penalty=a.length_penalty,
@@ -67,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path}:")
             for c in captions:
                 print(f"  {c.logprob:8.3f}  {c.text}")
+        if path in map_paths:
+            best = captions[0]
+            words = caption_words(best.words, len(best.alphas), best.finished)
+            side = captioner.encoder.grid_side
+            print(f"  attention map: {draw_attention(path, words, best.alphas, side, map_paths[path])}")
 
 
 if __name__ == "__main__":

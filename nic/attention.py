@@ -1,0 +1,185 @@
+"""Show, Attend and Tell (Xu et al. 2015): an LSTM decoder with soft attention over the CNN grid.
+
+The decoder implements the step API of :mod:`nic.decoders`, so greedy, sampling and beam
+search (:mod:`nic.search`) drive it unchanged; its state also carries the attention
+weights of the last step (``state["alpha"]`` (B, P)), which search records per hypothesis.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nic.decoders import State, StepDecoderBase, sequence_nll
+
+
+class ShowAttendTellDecoder(StepDecoderBase):
+    """Soft-attention LSTM decoder (Xu et al. 2015) that also sees the image once at t = -1, as NIC.
+
+    How the image enters, in order:
+
+    1. **Initial state from the grid.** ``h0 = tanh(W_h mean_i a_i)``, ``c0 = tanh(W_c mean_i a_i)``
+       (the paper's f_init,h / f_init,c), with ``a_i`` (F) the grid features, i = 1..P.
+    2. **t = -1, the NIC image step.** One LSTM step from (h0, c0) whose input is
+       ``[W_I pooled ; 0]``: the projected pooled feature (in the word-embedding space, as
+       Show and Tell feeds it) and a zero context vector (no attention at t = -1, no output).
+    3. **t = 0, 1, ...: words with attention.** The input at step t is ``[E y_t ; z_t]``: the
+       embedding of ``<start>`` (t = 0) or of the previous word, and the gated context
+       ``z_t = beta_t * sum_i alpha_ti a_i`` where
+       ``alpha_t = softmax_i(w^T tanh(U a_i + W h_{t-1}))`` (additive / Bahdanau attention;
+       ``U a_i`` is computed once per image) and ``beta_t = sigmoid(f_beta(h_{t-1}))`` is the
+       paper's gating *scalar*. Then ``p(y_{t+1}) = softmax(L_o dropout(h_t))``.
+
+    Training minimises the per-word NLL plus the doubly stochastic regulariser
+    ``alpha_c * sum_i (1 - sum_t alpha_ti)^2`` (averaged over the batch; steps past each
+    caption's end do not count), which pushes the model to look at every location over
+    the course of a caption (:meth:`loss`).
+
+    Shapes: B batch, T time, P grid locations, F feature channels, E embedding, H hidden,
+    A attention, V vocabulary.
+    """
+
+    uses_grid = True
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        feature_dim: int,
+        embed_dim: int = 512,
+        hidden_dim: int = 512,
+        attention_dim: int = 512,
+        dropout: float = 0.5,
+        pad_id: int = 0,
+        alpha_c: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
+        self.feature_dim = feature_dim
+        self.image_embed = nn.Linear(feature_dim, embed_dim)  # W_I: pooled feature -> x_{-1}
+        self.word_embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)  # E
+        self.init_h = nn.Linear(feature_dim, hidden_dim)  # f_init,h on the mean grid feature
+        self.init_c = nn.Linear(feature_dim, hidden_dim)  # f_init,c
+        self.att_feature = nn.Linear(feature_dim, attention_dim)  # U (precomputed per image)
+        self.att_hidden = nn.Linear(hidden_dim, attention_dim, bias=False)  # W
+        self.att_score = nn.Linear(attention_dim, 1)  # w
+        self.gate = nn.Linear(hidden_dim, 1)  # f_beta: the gating scalar
+        self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)  # L_o
+
+    # ------------------------------------------------------------------ pieces
+    def _initial(self, pooled: Tensor, grid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """grid (B, P, F) -> (grid projection U a (B, P, A), h (B, H), c (B, H)) after t = -1."""
+        _check_grid(grid)
+        mean = grid.mean(dim=1)  # (B, F)
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
+        x_image = self.dropout(self.image_embed(pooled))  # (B, E)
+        x = torch.cat([x_image, x_image.new_zeros(x_image.shape[0], self.feature_dim)], dim=1)  # (B, E+F): zero ctx
+        h, c = self.cell(x, (h, c))  # t = -1
+        return self.att_feature(grid), h, c
+
+    def _attend(self, grid: Tensor, grid_proj: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """grid (B, P, F), grid_proj (B, P, A), h (B, H) -> (gated context z (B, F), alpha (B, P))."""
+        scores = self.att_score(torch.tanh(grid_proj + self.att_hidden(h).unsqueeze(1))).squeeze(2)  # (B, P)
+        alpha = scores.softmax(dim=1)  # (B, P)
+        context = torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)  # (B, F)
+        return torch.sigmoid(self.gate(h)) * context, alpha  # beta (B, 1) * (B, F)
+
+    # ------------------------------------------------------------------ step API
+    def init_state(self, pooled: Tensor, grid: Tensor | None = None) -> State:
+        """pooled (B, F), grid (B, P, F) -> state after the t = -1 image step.
+
+        State (all batch-first): grid (B, P, F), grid_proj (B, P, A), image (B,) (the index
+        of each row's image, see :meth:`reorder_state`), h (B, H), c (B, H), alpha (B, P)
+        (zeros until the first word step).
+        """
+        grid_proj, h, c = self._initial(pooled, grid)
+        image = torch.arange(grid.shape[0], device=grid.device)  # (B,) which image each row's grid is
+        return {"grid": grid, "grid_proj": grid_proj, "image": image, "h": h, "c": c,
+                "alpha": grid.new_zeros(grid.shape[0], grid.shape[1])}
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        """Select rows; the (large) grid tensors are not copied when every row keeps its image.
+
+        That is the case at every step of beam search after the first expansion (beams only
+        move within their image), where copying grid (B*K, P, F) would cost as much as the step.
+        """
+        image = state["image"].index_select(0, index)  # (B',)
+        keep = image.shape == state["image"].shape and torch.equal(image, state["image"])
+        return {k: v if keep and k in ("grid", "grid_proj") else v.index_select(0, index)
+                for k, v in state.items()}
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """tokens (B,) -> (log_probs (B, V), state with this step's attention ``alpha`` (B, P))."""
+        h, c = state["h"], state["c"]
+        context, alpha = self._attend(state["grid"], state["grid_proj"], h)  # (B, F), (B, P)
+        x = torch.cat([self.dropout(self.word_embed(tokens)), context], dim=1)  # (B, E+F)
+        h, c = self.cell(x, (h, c))  # (B, H) each
+        log_probs = F.log_softmax(self.out(self.dropout(h)), dim=-1)  # (B, V)
+        return log_probs, {**state, "h": h, "c": c, "alpha": alpha}
+
+    # ------------------------------------------------------------------ teacher forcing
+    def forward(self, pooled: Tensor, grid: Tensor, captions: Tensor, *,
+                return_alphas: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Teacher forcing: pooled (B, F), grid (B, P, F), captions (B, T) -> logits (B, T-1, V).
+
+        With ``return_alphas`` also the attention weights (B, T-1, P). Positions past a
+        caption's ``<end>`` (its padding) get zero logits and zero alphas; they are never
+        computed: the batch is sorted by caption length, and step t runs the LSTM only on
+        the prefix of rows still inside their caption (the effective batch shrinks).
+        """
+        _check_grid(grid)
+        b, t_max = captions.shape[0], captions.shape[1] - 1
+        steps = (captions[:, 1:] != self.pad_id).sum(dim=1)  # (B,) words to predict, <end> included
+        order = steps.argsort(descending=True, stable=True)  # (B,) longest first
+        steps_sorted = steps[order].tolist()
+        grid_s = grid[order]  # (B, P, F)
+        grid_proj, h, c = self._initial(pooled[order], grid_s)  # (B, P, A), (B, H), (B, H)
+        x_words = self.dropout(self.word_embed(captions[order, :-1]))  # (B, T-1, E)
+        hs, alphas, active = [], [], []  # per step: h (n, H), alpha (n, P), n
+        for t in range(t_max):
+            n = sum(s > t for s in steps_sorted)  # rows still inside their caption (a prefix)
+            if n == 0:
+                break
+            h, c = h[:n], c[:n]
+            context, alpha = self._attend(grid_s[:n], grid_proj[:n], h)  # (n, F), (n, P)
+            h, c = self.cell(torch.cat([x_words[:n, t], context], dim=1), (h, c))  # (n, H)
+            hs.append(h)
+            alphas.append(alpha)
+            active.append(n)
+        # one output projection over all N real positions, scattered back to (B, T-1) in input order
+        rows = torch.cat([order[:n] for n in active]) if active else order[:0]  # (N,) original row
+        cols = torch.cat([torch.full((n,), t, dtype=torch.long, device=order.device)
+                          for t, n in enumerate(active)]) if active else order[:0]  # (N,) its step
+        logits = self.out(self.dropout(torch.cat(hs) if hs else h[:0]))  # (N, V)
+        out = logits.new_zeros(b, t_max, self.vocab_size).index_put((rows, cols), logits)  # (B, T-1, V)
+        if not return_alphas:
+            return out
+        alphas_cat = torch.cat(alphas) if alphas else grid.new_zeros(0, grid.shape[1])  # (N, P)
+        att = alphas_cat.new_zeros(b, t_max, grid.shape[1]).index_put((rows, cols), alphas_cat)  # (B, T-1, P)
+        return out, att
+
+    def loss(self, pooled: Tensor, grid: Tensor | None, captions: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Per-word NLL + ``alpha_c`` * the doubly stochastic attention regulariser."""
+        logits, alphas = self(pooled, grid, captions, return_alphas=True)
+        nll = sequence_nll(logits, captions, self.pad_id)
+        reg = self.alpha_c * attention_regularizer(alphas)
+        return nll + reg, {"nll": float(nll.detach()), "attention_reg": float(reg.detach())}
+
+
+def _check_grid(grid: Tensor | None) -> None:
+    if grid is None or grid.dim() != 3:
+        got = "None" if grid is None else f"shape {tuple(grid.shape)}"
+        raise ValueError(f"the attention decoder needs grid features (B, P, F), got {got}; "
+                         "cache/compute features with grid=True (decoder.uses_grid)")
+
+
+def attention_regularizer(alphas: Tensor) -> Tensor:
+    """Doubly stochastic regulariser: mean over the batch of sum_i (1 - sum_t alpha_ti)^2.
+
+    alphas (B, T, P), zero at steps past each caption's end (as ``forward`` returns them,
+    so those steps are masked out) -> scalar.
+    """
+    return ((1.0 - alphas.sum(dim=1)) ** 2).sum(dim=1).mean()
