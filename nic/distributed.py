@@ -47,12 +47,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_sum(value: float | int, info: DistInfo, device: torch.device) -> float:
+def all_reduce_sums(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Sum each value over all processes (one collective call)."""
     if not info.enabled:
-        return float(value)
-    t = torch.tensor(float(value), dtype=torch.float64, device=device)
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t)
+    return t.tolist()
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:

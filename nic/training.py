@@ -51,7 +51,7 @@ from nic.checkpoint import load_checkpoint, save_checkpoint
 from nic.config import Config, save_config
 from nic.data import CaptionDataset, make_loader
 from nic.decoders import StepDecoderBase, build_decoder
-from nic.distributed import DistInfo, EpochSampler, all_reduce_sum, barrier, broadcast_object, init_distributed
+from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
 from nic.encoders import Encoder, build_encoder
 from nic.evaluation import decode_split
 from nic.features import FeatureReader, cache_features
@@ -69,6 +69,8 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps so far
     batch_in_epoch: int = 0  # batches of the current epoch already trained (for mid-epoch resume)
+    epoch_nll: float = 0.0  # summed per-word NLL of the current epoch so far (all processes)
+    epoch_words: float = 0.0  # words it was summed over
     best_score: float = -1.0
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -347,18 +349,22 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
     module = run.ddp or run.model
     ss_prob = ss_probability(cfg, state.epoch)
     params = [p for group in run.optimizer.param_groups for p in group["params"]]
-    total = count = 0.0
+    if state.batch_in_epoch == 0:
+        state.epoch_nll = state.epoch_words = 0.0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
                disable=not (progress and run.dist.is_main), leave=False, initial=state.batch_in_epoch,
                total=state.batch_in_epoch + len(loader))
     for batch in bar:
         n_local = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
-        n_global = all_reduce_sum(n_local, run.dist, run.device)
         with run.autocast():
             loss, parts = module(batch, ss_prob)
-        if not torch.isfinite(loss):
+        # one all-reduce per step: words, summed NLL and the loss of every process, so that a
+        # non-finite loss anywhere stops every process at the same step
+        n_global, nll_global, loss_sum = all_reduce_sums([n_local, parts["nll"] * n_local, float(loss.detach())],
+                                                         run.dist, run.device)
+        if not math.isfinite(loss_sum):
             raise FloatingPointError(
-                f"non-finite loss ({loss.item()}) at step {state.step}, epoch {state.epoch + 1}; the last good "
+                f"non-finite loss ({float(loss.detach())}) at step {state.step}, epoch {state.epoch + 1}; the last good "
                 f"checkpoint {run.run_dir / 'last.pt'} is kept. Lower train.lr, raise train.grad_clip, or "
                 "check the input features")
         # weight by this process's share of the global batch's words (DDP averages gradients)
@@ -373,16 +379,17 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         run.scheduler.step()
         state.step += 1
         state.batch_in_epoch += 1
-        total += parts["nll"] * n_local
-        count += n_local
+        state.epoch_nll += nll_global
+        state.epoch_words += n_global
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
-            log_step(run, all_reduce_sum(parts["nll"] * n_local, run.dist, run.device) / max(n_global, 1))
-        bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
+            log_step(run, nll_global / max(n_global, 1))
+        bar.set_postfix(loss=f"{state.epoch_nll / max(state.epoch_words, 1):.3f}",
+                        lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
         if cfg.train.save_every and state.step % cfg.train.save_every == 0:
             save(run, best=False)
         if cfg.train.max_steps and state.step >= cfg.train.max_steps:
             break
-    return all_reduce_sum(total, run.dist, run.device) / max(all_reduce_sum(count, run.dist, run.device), 1)
+    return state.epoch_nll / max(state.epoch_words, 1)
 
 
 @torch.inference_mode()
