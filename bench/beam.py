@@ -1,0 +1,96 @@
+"""Beam search throughput: batched (B images x k beams in one batch) vs one image at a time.
+
+    python bench/beam.py                                       # trained shapes model if present
+    python bench/beam.py --checkpoint runs/default/best.pt --images 200 --beam 20
+    python bench/beam.py --random --vocab 10000                # paper-size NIC, random weights
+
+Both paths call the same ``nic.search.beam_search`` on the same model and the same
+features; the only difference is the batch: all images at once (in chunks of
+``--batch-size``) or a Python loop over single images. It also checks that both give the
+same captions. Prints captions/s and the ratio; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/beam.py`
+
+from nic.config import DecoderConfig  # noqa: E402
+from nic.decoders import build_decoder  # noqa: E402
+from nic.search import beam_search  # noqa: E402
+
+
+def load_model(args: argparse.Namespace):
+    """(decoder, pooled features (N, F), special ids, description)."""
+    ckpt = Path(args.checkpoint)
+    if not args.random and ckpt.exists():
+        from nic.captioner import Captioner
+        from nic.features import FeatureReader, cache_features
+
+        cap = Captioner.from_checkpoint(ckpt)
+        cfg = cap.config
+        store = cfg.data.resolved_store_dir() / "test.h5"
+        cache = cache_features(cap.encoder, store, grid=cap.uses_grid, progress=False)
+        reader = FeatureReader(cache, grid=cap.uses_grid)
+        n = min(args.images, reader.pooled.shape[0])
+        grid = torch.stack([reader.grid_features(i) for i in range(n)]) if cap.uses_grid else None
+        ids = (cap.vocab.start_id, cap.vocab.end_id, cap.vocab.pad_id)
+        return cap.decoder, reader.pooled[:n], grid, ids, f"{ckpt} ({cfg.decoder.type}, vocab {len(cap.vocab)})"
+    torch.manual_seed(0)
+    decoder = build_decoder(DecoderConfig(embed_dim=512, hidden_dim=512), vocab_size=args.vocab, feature_dim=1280)
+    decoder.eval()
+    return decoder, torch.randn(args.images, 1280), None, (1, 2, 0), f"random NIC 512/512, vocab {args.vocab}"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/default/best.pt")
+    p.add_argument("--random", action="store_true", help="use a random paper-size model instead")
+    p.add_argument("--vocab", type=int, default=10000)
+    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=50, help="images per batched call")
+    p.add_argument("--max-len", type=int, default=20)
+    a = p.parse_args(argv)
+    decoder, pooled, grid, (start_id, end_id, pad_id), desc = load_model(a)
+    kw = {"start_id": start_id, "end_id": end_id, "pad_id": pad_id, "beam_size": a.beam, "max_len": a.max_len}
+    n = pooled.shape[0]
+
+    def batched():
+        out = []
+        for s in range(0, n, a.batch_size):
+            g = grid[s:s + a.batch_size] if grid is not None else None
+            out += beam_search(decoder, pooled[s:s + a.batch_size], g, **kw)
+        return out
+
+    def one_by_one():
+        return [beam_search(decoder, pooled[i:i + 1], grid[i:i + 1] if grid is not None else None, **kw)[0]
+                for i in range(n)]
+
+    beam_search(decoder, pooled[:2], grid[:2] if grid is not None else None, **kw)  # warm-up
+    t_batched, out_b = timed(batched)
+    t_single, out_s = timed(one_by_one)
+    same = sum(x[0].tokens == y[0].tokens for x, y in zip(out_b, out_s))
+    print(f"model: {desc}; {n} images, beam {a.beam}, max_len {a.max_len}, "
+          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print("| search | captions/s | seconds |")
+    print("|---|---|---|")
+    print(f"| one image at a time | {n / t_single:.1f} | {t_single:.2f} |")
+    print(f"| batched ({a.batch_size} images x {a.beam} beams) | {n / t_batched:.1f} | {t_batched:.2f} |")
+    print(f"speed-up: {t_single / t_batched:.1f}x; identical best captions: {same}/{n}")
+
+
+if __name__ == "__main__":
+    main()
