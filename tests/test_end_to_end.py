@@ -1,0 +1,76 @@
+"""A tiny end-to-end run through the real entry points: shapes -> train -> caption -> report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import caption
+import train
+from eval import bleu_report
+from nic import runs
+from preprocess.shapes import generate_shapes
+from tests.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "shapes"
+    generate_shapes(data, n_train=60, n_val=10, n_test=10, image_size=64, seed=3, progress=False)
+    train.main([
+        f"--data.root={data}", "--data.image_size=64", "--data.min_count=1",
+        "--decoder.embed_dim=32", "--decoder.hidden_dim=32", "--train.epochs=2", "--train.batch_size=32",
+        "--train.lr=0.005", f"--train.out_dir={root / 'runs'}", "--train.name=e2e", "--eval.beam_sizes=[1,3]",
+        "--quiet",
+    ])
+    return root, root / "runs" / "e2e"
+
+
+def test_train_writes_a_complete_run(trained, capsys):
+    root, run_dir = trained
+    for name in ("config.yaml", "vocab.json", "metrics.jsonl", "steps.jsonl", "env.json", "last.pt", "best.pt",
+                 "test_report.json"):
+        assert (run_dir / name).exists(), name
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    report = json.loads((run_dir / "test_report.json").read_text())
+    assert [r["beam"] for r in report["results"]] == [1, 3]
+    row = report["results"][0]
+    assert row["images"] == 10 and len(row["captions"]) == 10
+    assert 0 <= row["bleu"]["BLEU-4"] <= 1 and 0 < row["distinct"] <= 1
+    assert row["shapes"] is not None and "color_shape" in row["shapes"]
+    assert report["human"]["bleu"]["BLEU-1"] > 0
+
+
+def test_caption_cli_on_any_image(trained, tmp_path, capsys):
+    _, run_dir = trained
+    Image.fromarray(np.full((30, 50), 200, np.uint8)).save(tmp_path / "gray.png")
+    Image.new("RGBA", (40, 40), (255, 0, 0, 128)).save(tmp_path / "rgba.png")
+    caption.main(["--img", str(DATA / "cat.jpg"), str(tmp_path), "--checkpoint", str(run_dir), "--beam", "5",
+                  "--nbest", "2"])
+    out = capsys.readouterr().out
+    assert out.count(":\n") == 3  # cat + two images of the folder
+    logprob_lines = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(logprob_lines) == 6
+    values = [float(line.split()[0]) for line in logprob_lines]
+    assert values[0] >= values[1] and all(v <= 0 for v in values)
+    caption.main(["--img", str(DATA / "espresso.jpg"), "--checkpoint", str(run_dir / "best.pt"), "--method", "greedy"])
+    assert capsys.readouterr().out.startswith(str(DATA / "espresso.jpg"))
+    with pytest.raises(SystemExit, match="no such file"):
+        caption.main(["--img", str(tmp_path / "nope.jpg"), "--checkpoint", str(run_dir)])
+
+
+def test_bleu_report_cli_and_runs_table(trained, tmp_path, capsys):
+    _, run_dir = trained
+    out = tmp_path / "r.json"
+    bleu_report.main(["--checkpoint", str(run_dir / "best.pt"), "--beam", "2", "--limit", "4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| beam 2 |" in printed and "human" in printed
+    assert json.loads(out.read_text())["results"][0]["images"] == 4
+    runs.main([str(run_dir.parent)])
+    assert "| e2e |" in capsys.readouterr().out
