@@ -44,6 +44,27 @@ class DataConfig:
     max_len: int = 20
     # DataLoader worker processes (HDF5 is opened lazily in each worker).
     num_workers: int = 0
+    # --- preprocessing (python -m preprocess; see docs/datasets.md) ---
+    # dataset "custom": CSV/JSONL of image,caption[,split] rows (relative to root unless absolute).
+    captions_file: str | None = None
+    # Custom datasets without a split column: fractions of the images sent to val and test
+    # (a permutation seeded with split_seed; the rest is train).
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 0
+    # COCO's "restval" images: "train" (merged into train, the usual 113k) or "drop".
+    restval: str = "train"
+    # Train captions longer than max_len: "truncate" (kept, cut) or "drop" (counted either way).
+    long_captions: str = "truncate"
+    # Train captions kept per image (the first N); 0: all of them.
+    captions_per_image: int = 0
+    # Image-decoding processes when building stores (0: one per CPU core, at most 8).
+    preprocess_workers: int = 0
+    # Images declaring more pixels are skipped as possible decompression bombs (0: no limit).
+    max_pixels: int = 89_478_485
+    # Make any bad input item (missing/corrupt image, empty caption, ...) fatal instead of
+    # skipping and reporting it.
+    strict: bool = False
 
     def resolved_store_dir(self) -> Path:
         return Path(self.store_dir) if self.store_dir else Path(self.root) / "stores"

@@ -3,17 +3,31 @@
 One HDF5 file per (split store, encoder): ``<store_dir>/features/<split>.<encoder>.h5``::
 
     pooled  float16|float32  (N, F)       global-average-pooled features
-    grid    float16|float32  (N, P, F)    spatial features (only when asked for)
+    grid    float16|float32  (N, P, F)    spatial features (only when asked for), one chunk per image
 
-Attributes: ``encoder`` (registry name), ``store_uid`` (the ``uid`` of the image store it
-was computed from: a rebuilt store invalidates the cache), ``has_grid``, ``dtype``.
-Written under a temporary name and renamed when complete.
+Attributes: ``encoder`` (registry name), ``encoder_digest`` (a hash of its weights: other
+weights under the same name invalidate the cache), ``store_uid`` (the ``uid`` of the image
+store it was computed from: a rebuilt store invalidates the cache), ``has_grid``,
+``dtype``, ``num_images``.
+
+Computing it scales like the stores: images are read from the store in batches (the next
+batch is read by a background thread while the encoder runs on this one), with a progress
+bar, into ``<cache>.partial`` whose datasets are allocated up front; every
+``flush_every`` images the file is flushed and ``<cache>.progress.json`` records how many
+rows are done. A killed run resumes from there when called again with the same encoder,
+store and settings; the finished file is renamed into place, so a cache under its final
+name is always complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -21,10 +35,13 @@ import torch
 from tqdm import tqdm
 
 from nic.encoders import Encoder
-from nic.io import atomic_path
+from nic.io import atomic_write_text
 from nic.store import StoreReader
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
+TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+FLUSH_EVERY = 1024  # images between progress checkpoints
+PROGRESS_FORMAT = "nic-features-progress"
 
 
 def feature_path(store_file: str | Path, encoder_name: str) -> Path:
@@ -32,15 +49,29 @@ def feature_path(store_file: str | Path, encoder_name: str) -> Path:
     return store_file.parent / "features" / f"{store_file.stem}.{encoder_name}.h5"
 
 
-def cache_is_valid(path: Path, store: StoreReader, encoder_name: str, grid: bool) -> bool:
+def encoder_digest(encoder: torch.nn.Module) -> str:
+    """A short hash of the encoder's weights (its state dict)."""
+    h = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_is_valid(path: Path, store: StoreReader, encoder_name: str, grid: bool, *, dtype: str | None = None,
+                   digest: str | None = None) -> bool:
+    """True when ``path`` holds this store's features for this encoder (and dtype/weights when given)."""
     if not path.exists():
         return False
     try:
         with h5py.File(path, "r") as f:
             a = f.attrs
             return (a.get("encoder") == encoder_name and a.get("store_uid") == store.attrs["uid"]
-                    and (bool(a.get("has_grid")) or not grid) and f["pooled"].shape[0] == store.num_images)
-    except OSError:
+                    and (bool(a.get("has_grid")) or not grid) and f["pooled"].shape[0] == store.num_images
+                    and (dtype is None or a.get("dtype") == dtype)
+                    and (digest is None or a.get("encoder_digest") == digest))
+    except (OSError, KeyError):
         return False
 
 
@@ -54,34 +85,116 @@ def cache_features(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    flush_every: int = FLUSH_EVERY,
 ) -> Path:
-    """Compute (or reuse) the feature cache of ``store_file`` for ``encoder``; return its path."""
+    """Compute (or reuse, or finish) the feature cache of ``store_file`` for ``encoder``; return its path."""
     if dtype not in DTYPES:
         raise ValueError(f"feature dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = StoreReader(store_file)
     out = feature_path(store_file, encoder.name)
-    if cache_is_valid(out, store, encoder.name, grid):
+    digest = encoder_digest(encoder)
+    if cache_is_valid(out, store, encoder.name, grid, dtype=dtype, digest=digest):
         return out
+    n, f_dim = store.num_images, encoder.feature_dim
+    attrs = {"encoder": encoder.name, "encoder_digest": digest, "store_uid": store.attrs["uid"], "has_grid": grid,
+             "dtype": dtype, "num_images": n}
+    fingerprint = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
+    partial, state_file = out.with_name(out.name + ".partial"), out.with_name(out.name + ".progress.json")
     was_training = encoder.training
     encoder.eval().to(device)
-    n, f_dim = store.num_images, encoder.feature_dim
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        pooled_ds = f.create_dataset("pooled", (n, f_dim), DTYPES[dtype])
-        grid_ds = None
-        for start in tqdm(range(0, n, batch_size), desc=f"features {out.stem}", unit="batch", disable=not progress):
-            stop = min(start + batch_size, n)
-            images = torch.from_numpy(store.images(start, stop)).to(device)  # (B, 3, S, S) uint8
-            pooled, grid_feats = encoder(images)  # (B, F), (B, P, F)
-            pooled_ds[start:stop] = pooled.float().cpu().numpy()
-            if grid:
-                if grid_ds is None:
-                    p = grid_feats.shape[1]
-                    grid_ds = f.create_dataset("grid", (n, p, f_dim), DTYPES[dtype], chunks=(1, p, f_dim))
-                grid_ds[start:stop] = grid_feats.float().cpu().numpy()
-        f.attrs.update(encoder=encoder.name, store_uid=store.attrs["uid"], has_grid=grid, dtype=dtype)
-    store.close()
-    encoder.train(was_training)
+    try:
+        done = _resume_point(partial, state_file, fingerprint, n)
+        if done is None:
+            done = 0
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _create_partial(partial, n, f_dim, _grid_locations(encoder, store, device) if grid else None, dtype,
+                            fingerprint)
+            atomic_write_text(state_file, json.dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint,
+                                                      "rows_done": 0}))
+        with h5py.File(partial, "r+") as f:
+            _compute(f, encoder, store, state_file, fingerprint, start=done, grid=grid, dtype=dtype,
+                     batch_size=batch_size, device=device, flush_every=flush_every,
+                     desc=f"features {out.stem}", progress=progress)
+            f.attrs.update(attrs)
+        _fsync(partial)
+        os.replace(partial, out)
+        state_file.unlink(missing_ok=True)
+    finally:
+        store.close()
+        encoder.train(was_training)
     return out
+
+
+def _grid_locations(encoder: Encoder, store: StoreReader, device: str | torch.device) -> int:
+    """P, the number of grid locations the encoder returns."""
+    side = getattr(encoder, "grid_side", None)
+    if isinstance(side, int) and side > 0:
+        return side * side
+    return encoder(torch.from_numpy(store.images(0, 1)).to(device))[1].shape[1] if store.num_images else 0
+
+
+def _create_partial(partial: Path, n: int, f_dim: int, p: int | None, dtype: str, fingerprint: str) -> None:
+    """Datasets allocated up front, so writing rows never changes the HDF5 metadata (kill-safe)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    with h5py.File(partial, "w") as f:
+        f.create_dataset("pooled", (n, f_dim), DTYPES[dtype], chunks=(max(1, min(n, 1024)), f_dim), dcpl=dcpl,
+                         track_times=False)
+        if p is not None:
+            f.create_dataset("grid", (n, p, f_dim), DTYPES[dtype], chunks=(1, p, f_dim), dcpl=dcpl,
+                             track_times=False)
+        f.attrs["fingerprint"] = fingerprint
+    _fsync(partial)
+
+
+def _resume_point(partial: Path, state_file: Path, fingerprint: str, n: int) -> int | None:
+    """Rows already computed in a partial cache of these inputs, or None to start over."""
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        with h5py.File(partial, "r") as f:
+            ok = f.attrs.get("fingerprint") == fingerprint and f["pooled"].shape[0] == n
+    except (OSError, ValueError, KeyError):
+        return None
+    done = state.get("rows_done") if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
+    return done if ok and isinstance(done, int) and 0 <= done <= n else None
+
+
+def _compute(f: h5py.File, encoder: Encoder, store: StoreReader, state_file: Path, fingerprint: str, *, start: int,
+             grid: bool, dtype: str, batch_size: int, device: str | torch.device, flush_every: int, desc: str,
+             progress: bool) -> None:
+    n = store.num_images
+    pooled_ds, grid_ds = f["pooled"], (f["grid"] if grid else None)
+    to = TORCH_DTYPES[dtype]
+    starts = list(range(start, n, batch_size))
+    last = start
+    with ThreadPoolExecutor(max_workers=1) as reader, \
+            tqdm(total=n, initial=start, desc=desc, unit="img", disable=not progress) as bar:
+        pending = reader.submit(store.images, starts[0], min(starts[0] + batch_size, n)) if starts else None
+        for k, s in enumerate(starts):
+            stop = min(s + batch_size, n)
+            batch = pending.result()  # (B, 3, S, S) uint8
+            if k + 1 < len(starts):  # read the next batch while the encoder runs
+                pending = reader.submit(store.images, starts[k + 1], min(starts[k + 1] + batch_size, n))
+            pooled, grid_feats = encoder(torch.from_numpy(batch).to(device))  # (B, F), (B, P, F)
+            pooled_ds[s:stop] = pooled.to(to).cpu().numpy()
+            if grid_ds is not None:
+                grid_ds[s:stop] = grid_feats.to(to).cpu().numpy()
+            bar.update(stop - s)
+            if stop - last >= flush_every or stop == n:
+                f.flush()
+                with contextlib.suppress(Exception):
+                    os.fsync(f.id.get_vfd_handle())
+                atomic_write_text(state_file, json.dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint,
+                                                          "rows_done": stop}))
+                last = stop
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 class FeatureReader:
@@ -93,6 +206,7 @@ class FeatureReader:
             if grid and "grid" not in f:
                 raise ValueError(f"{self.path}: has no grid features; delete it to recompute with grid=True")
             self.pooled = torch.from_numpy(f["pooled"][:].astype(np.float32))  # (N, F)
+            self.attrs: dict[str, Any] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         self.grid = grid
         self._file: h5py.File | None = None
         self._pid: int | None = None
