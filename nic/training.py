@@ -364,9 +364,9 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
                                                          run.dist, run.device)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
-                f"non-finite loss ({float(loss.detach())}) at step {state.step}, epoch {state.epoch + 1}; the last good "
-                f"checkpoint {run.run_dir / 'last.pt'} is kept. Lower train.lr, raise train.grad_clip, or "
-                "check the input features")
+                f"non-finite loss ({float(loss.detach())}) at step {state.step}, epoch {state.epoch + 1}; "
+                f"the last good checkpoint {run.run_dir / 'last.pt'} is kept. Lower train.lr, raise "
+                "train.grad_clip, or check the input features")
         # weight by this process's share of the global batch's words (DDP averages gradients)
         scaled = loss * (n_local * run.dist.world_size / max(n_global, 1))
         run.optimizer.zero_grad(set_to_none=True)
