@@ -197,15 +197,26 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-class FeatureReader:
-    """Reads a feature cache: pooled features in memory, grid features lazily per process."""
+GRID_IN_MEMORY_BYTES = 4 * 2**30  # grid caches up to this size are read into RAM once
 
-    def __init__(self, path: str | Path, *, grid: bool = False) -> None:
+
+class FeatureReader:
+    """Reads a feature cache: pooled features in memory; grid features in memory when they fit
+    in ``grid_in_memory_bytes`` (as stored, e.g. float16), else lazily per item and process.
+
+    Reading a whole small grid cache once is much faster than one HDF5 read per training item.
+    """
+
+    def __init__(self, path: str | Path, *, grid: bool = False,
+                 grid_in_memory_bytes: int = GRID_IN_MEMORY_BYTES) -> None:
         self.path = Path(path)
+        self._grid_memory: torch.Tensor | None = None
         with h5py.File(self.path, "r") as f:
             if grid and "grid" not in f:
                 raise ValueError(f"{self.path}: has no grid features; delete it to recompute with grid=True")
             self.pooled = torch.from_numpy(f["pooled"][:].astype(np.float32))  # (N, F)
+            if grid and f["grid"].size * f["grid"].dtype.itemsize <= grid_in_memory_bytes:
+                self._grid_memory = torch.from_numpy(f["grid"][:])  # (N, P, F), stored dtype
             self.attrs: dict[str, Any] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         self.grid = grid
         self._file: h5py.File | None = None
@@ -213,6 +224,8 @@ class FeatureReader:
 
     def grid_features(self, index: int) -> torch.Tensor:
         """float32 (P, F) for one image."""
+        if self._grid_memory is not None:
+            return self._grid_memory[index].float()
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
         return torch.from_numpy(self._file["grid"][index].astype(np.float32))

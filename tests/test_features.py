@@ -58,6 +58,11 @@ def test_pooled_and_grid_values_float32_and_float16(store):
     assert reader.pooled.shape == (N_IMAGES, 6)
     np.testing.assert_allclose(reader.pooled.numpy(), want_pooled, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(reader.grid_features(5).numpy(), want_grid[5], rtol=1e-5, atol=1e-6)
+    assert reader._grid_memory is not None  # small cache: read into RAM once
+    lazy = FeatureReader(path, grid=True, grid_in_memory_bytes=0)  # per-item HDF5 reads
+    assert lazy._grid_memory is None
+    for i in range(N_IMAGES):
+        assert torch.equal(lazy.grid_features(i), reader.grid_features(i))
     with h5py.File(path) as f:
         assert f["grid"].shape == (N_IMAGES, 4, 6) and f["grid"].chunks == (1, 4, 6)
         assert f.attrs["encoder_digest"] == encoder_digest(encoder) and f.attrs["dtype"] == "float32"
