@@ -399,9 +399,9 @@ def validation_loss(run: Run) -> float:
                          shuffle=False, num_workers=run.cfg.data.num_workers)
     total = count = 0.0
     for batch in loader:
-        loss, _ = run.model(batch)
+        _, parts = run.model(batch)  # the per-word NLL part (not e.g. attention's regulariser)
         n = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
-        total, count = total + float(loss) * n, count + n
+        total, count = total + parts["nll"] * n, count + n
     return total / max(count, 1)
 
 
