@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from eval.bleu_report import evaluate_checkpoint, format_table
+from eval.bleu_report import evaluate_checkpoint, format_table, relation_note
 from nic.config import load_config
 from nic.io import atomic_write_text
 from nic.training import resolve_device, train
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_text(run_dir / "test_report.json", json.dumps(report, indent=1))
     print(f"\ntest split, {report['results'][0]['images']} images ({run_dir / 'test_report.json'}):")
     print(format_table(report))
+    if relation_note(report):
+        print(relation_note(report))
 
 
 if __name__ == "__main__":

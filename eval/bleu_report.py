@@ -102,6 +102,47 @@ def shapes_scores(captions: Sequence[Sequence[str]], meta: Sequence[dict[str, An
     return score_corpus([list(c) for c in captions], [m["objects"] for m in meta[: len(captions)]])
 
 
+def relation_choice(captioner: Any, store: Any, features: Any, *, limit: int = 0,
+                    batch_size: int = 50) -> dict[str, Any] | None:
+    """Forced-choice spatial relations on shapes (see :func:`eval.shapes_metrics.relation_contrasts`).
+
+    For every relation true of an image, does the model give the true caption a higher
+    probability than the same caption with the inverse relation? None without ground truth.
+    """
+    import torch
+
+    from eval.shapes_metrics import relation_contrasts
+    from nic.evaluation import split_features
+
+    meta = store.image_meta()[: limit or None]
+    if not meta or any("objects" not in m for m in meta):
+        return None
+    correct = pairs = images = 0
+    for rows, pooled, grid in split_features(captioner, store, features, limit=limit, batch_size=batch_size):
+        true, false, owner = [], [], []
+        for b, i in enumerate(rows.tolist()):
+            contrasts = relation_contrasts(meta[i]["objects"])
+            images += bool(contrasts)
+            for t, f in contrasts:
+                true.append(t)
+                false.append(f)
+                owner.append(b)
+        if owner:
+            idx = torch.tensor(owner)
+            g = grid[idx] if grid is not None else None
+            correct += int((captioner.score(pooled[idx], g, true) > captioner.score(pooled[idx], g, false)).sum())
+            pairs += len(owner)
+    return {"accuracy": correct / pairs if pairs else None, "pairs": pairs, "images": images}
+
+
+def relation_note(report: dict[str, Any]) -> str | None:
+    rc = report.get("relation_choice")
+    if not rc or rc["accuracy"] is None:
+        return None
+    return (f"spatial relations, forced choice: the true relation beats its inverse in {100 * rc['accuracy']:.1f}% "
+            f"of {rc['pairs']} caption pairs on {rc['images']} images (chance 50%)")
+
+
 # --------------------------------------------------------------------------- the scoring core
 
 
@@ -250,9 +291,11 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
         strict: fail when some images have no references (or references name images not decoded).
     """
     from nic.captioner import Captioner
+    from nic.encoders import TrunkView
     from nic.evaluation import decode_split
     from nic.features import FeatureReader, cache_features
     from nic.store import StoreReader, store_path
+    from nic.training import trunk_split
 
     if not beam_sizes or any(k < 1 for k in beam_sizes):
         raise ReportError(f"beam sizes must be positive integers, got {list(beam_sizes)}")
@@ -266,9 +309,12 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
                          "evaluate on the stores the model was trained with")
     features = None
     if cfg.encoder.freeze:
-        cache = cache_features(captioner.encoder, path, grid=captioner.uses_grid, dtype=cfg.encoder.feature_dtype,
-                               device=device, progress=progress)
-        features = FeatureReader(cache, grid=captioner.uses_grid)
+        # a model whose top CNN stages were fine-tuned on a cached trunk reuses that trunk cache
+        top = trunk_split(cfg, captioner.encoder)
+        grid = bool(top) or captioner.uses_grid
+        cache = cache_features(TrunkView(captioner.encoder, top) if top else captioner.encoder, path, grid=grid,
+                               dtype=cfg.encoder.feature_dtype, device=device, progress=progress)
+        features = FeatureReader(cache, grid=grid)
     rows: list[Row] = []
     for k in beam_sizes:
         decoded = decode_split(captioner, store, features, limit=limit, beam_size=k, progress=progress,
@@ -315,6 +361,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     scored = score_corpus(corpus, rows, tokenizer=tokenizer, metrics=ran, strict_metrics=metrics is not None)
     scored["seconds"]["read_references"] = read_seconds
     _finish(report, scored)
+    choice = relation_choice(captioner, store, features, limit=n, batch_size=cfg.eval.batch_size)
+    if choice is not None:
+        report["relation_choice"] = choice
     if html:
         grid_side = captioner.encoder.grid_side if captioner.uses_grid else None
         write_html_report(report, corpus, rows, html, samples=html_samples, image=lambda key: store.image(key),
@@ -431,6 +480,9 @@ def report_notes(report: dict[str, Any]) -> list[str]:
     notes.append(f"references: {where}, {refs['captions']} captions of {refs['images']} images")
     for name, reason in report["metrics"]["not_run"].items():
         notes.append(f"{name} not run: {reason}")
+    relation = relation_note(report)
+    if relation:
+        notes.append(relation)
     m = report["matching"]
     what = "result(s)" if report["mode"] == "results" else "decoded image(s)"
     for key, text in (("results_without_references", f"{what} without references, not scored"),

@@ -18,6 +18,12 @@ image's ``objects``:
   (the generator's rule), between two different objects matching its two mentions
   (None when no relation is stated).
 
+A model that never *states* a relation leaves ``relation_correct`` unmeasured, so
+:func:`relation_contrasts` also gives a forced-choice test of spatial knowledge: for each
+relation the generator could state about an image ("a red circle to the left of a blue
+square"), the same caption with the inverse relation ("... to the right of ..."); a model
+knows the relation when it gives the true caption the higher probability (chance: 50%).
+
 Only recognised words count: anything else (determiners, "there is", "background", ...)
 is skipped, and a word that is neither a modifier nor a noun drops any modifiers pending
 before it.
@@ -34,10 +40,13 @@ from preprocess.shapes import (
     COUNT_WORDS,
     DETERMINERS,
     GENERIC_NOUNS,
+    INVERSE_RELATION,
     RELATION_PHRASES,
     SHAPE_WORDS,
     SIZE_WORDS,
+    plain_phrase,
     relation_between,
+    relation_candidates,
 )
 
 _MAX_PHRASE = max(len(p) for p in RELATION_PHRASES)
@@ -157,4 +166,20 @@ def score_corpus(token_lists: Sequence[Sequence[str]],
         if name in ("count", "size", "relation"):
             out[f"{name}_n"] = applies
     out["n"] = len(scores)
+    return out
+
+
+_RELATION_TEXT = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+
+
+def relation_contrasts(objects: Sequence[Mapping[str, Any]]) -> list[tuple[list[str], list[str]]]:
+    """(true caption, the same with the inverse relation) for every relation true of the scene.
+
+    Captions are in the plainest wording ("a red circle to the left of two blue squares").
+    """
+    out = []
+    for a, rel, b in relation_candidates(objects):
+        first, second = plain_phrase(a), plain_phrase(b)
+        out.append(([*first, *_RELATION_TEXT[rel].split(), *second],
+                    [*first, *_RELATION_TEXT[INVERSE_RELATION[rel]].split(), *second]))
     return out

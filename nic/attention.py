@@ -7,6 +7,8 @@ weights of the last step (``state["alpha"]`` (B, P)), which search records per h
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,8 +38,13 @@ class ShowAttendTellDecoder(StepDecoderBase):
     caption's end do not count), which pushes the model to look at every location over
     the course of a caption (:meth:`loss`).
 
-    Shapes: B batch, T time, P grid locations, F feature channels, E embedding, H hidden,
-    A attention, V vocabulary.
+    ``grid_coords`` (an extension, off by default as in the paper): append each location's
+    (x, y) centre in [-1, 1] to its feature, so the context vector also says *where* the
+    model looked (its attention-weighted mean position). CNN features carry little absolute
+    position, so without this the LSTM has no direct way to tell "left of" from "right of".
+
+    Shapes: B batch, T time, P grid locations, F feature channels (F + 2 with coordinates),
+    E embedding, H hidden, A attention, V vocabulary.
     """
 
     uses_grid = True
@@ -53,30 +60,44 @@ class ShowAttendTellDecoder(StepDecoderBase):
         dropout: float = 0.5,
         pad_id: int = 0,
         alpha_c: float = 1.0,
+        grid_coords: bool = False,
     ) -> None:
         super().__init__()
         self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
-        self.feature_dim = feature_dim
+        self.feature_dim, self.grid_coords = feature_dim, grid_coords
+        context_dim = feature_dim + 2 * grid_coords  # what attention reads and the LSTM receives
         self.image_embed = nn.Linear(feature_dim, embed_dim)  # W_I: pooled feature -> x_{-1}
         self.word_embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)  # E
         self.init_h = nn.Linear(feature_dim, hidden_dim)  # f_init,h on the mean grid feature
         self.init_c = nn.Linear(feature_dim, hidden_dim)  # f_init,c
-        self.att_feature = nn.Linear(feature_dim, attention_dim)  # U (precomputed per image)
+        self.att_feature = nn.Linear(context_dim, attention_dim)  # U (precomputed per image)
         self.att_hidden = nn.Linear(hidden_dim, attention_dim, bias=False)  # W
         self.att_score = nn.Linear(attention_dim, 1)  # w
         self.gate = nn.Linear(hidden_dim, 1)  # f_beta: the gating scalar
-        self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
+        self.cell = nn.LSTMCell(embed_dim + context_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, vocab_size)  # L_o
 
     # ------------------------------------------------------------------ pieces
-    def _initial(self, pooled: Tensor, grid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """grid (B, P, F) -> (grid projection U a (B, P, A), h (B, H), c (B, H)) after t = -1."""
+    def _with_coords(self, grid: Tensor) -> Tensor:
+        """grid (B, P, F) -> (B, P, F + 2) with each location's (x, y) in [-1, 1] (when grid_coords)."""
         _check_grid(grid)
-        mean = grid.mean(dim=1)  # (B, F)
+        if not self.grid_coords:
+            return grid
+        side = math.isqrt(grid.shape[1])
+        if side * side != grid.shape[1]:
+            raise ValueError(f"decoder.grid_coords needs a square grid, got {grid.shape[1]} locations")
+        centres = (torch.arange(side, device=grid.device, dtype=grid.dtype) + 0.5) / side * 2 - 1  # (s,)
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")  # row-major, as the grid is flattened
+        coords = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # (P, 2)
+        return torch.cat([grid, coords.expand(grid.shape[0], -1, -1)], dim=2)
+
+    def _initial(self, pooled: Tensor, grid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """grid (B, P, F [+2]) -> (grid projection U a (B, P, A), h (B, H), c (B, H)) after t = -1."""
+        mean = grid[..., : self.feature_dim].mean(dim=1)  # (B, F)
         h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
         x_image = self.dropout(self.image_embed(pooled))  # (B, E)
-        x = torch.cat([x_image, x_image.new_zeros(x_image.shape[0], self.feature_dim)], dim=1)  # (B, E+F): zero ctx
+        x = torch.cat([x_image, x_image.new_zeros(x_image.shape[0], grid.shape[2])], dim=1)  # (B, E+F): zero ctx
         h, c = self.cell(x, (h, c))  # t = -1
         return self.att_feature(grid), h, c
 
@@ -95,6 +116,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
         of each row's image, see :meth:`reorder_state`), h (B, H), c (B, H), alpha (B, P)
         (zeros until the first word step).
         """
+        grid = self._with_coords(grid)  # (B, P, F [+2])
         grid_proj, h, c = self._initial(pooled, grid)
         image = torch.arange(grid.shape[0], device=grid.device)  # (B,) which image each row's grid is
         return {"grid": grid, "grid_proj": grid_proj, "image": image, "h": h, "c": c,
@@ -130,7 +152,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
         computed: the batch is sorted by caption length, and step t runs the LSTM only on
         the prefix of rows still inside their caption (the effective batch shrinks).
         """
-        _check_grid(grid)
+        grid = self._with_coords(grid)  # (B, P, F [+2])
         b, t_max = captions.shape[0], captions.shape[1] - 1
         steps = (captions[:, 1:] != self.pad_id).sum(dim=1)  # (B,) words to predict, <end> included
         order = steps.argsort(descending=True, stable=True)  # (B,) longest first

@@ -19,7 +19,7 @@ from nic import search
 from nic.checkpoint import load_checkpoint
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
-from nic.encoders import Encoder, build_encoder
+from nic.encoders import Encoder, build_encoder, unflatten_trunk
 from nic.images import load_image
 from nic.vocab import Vocabulary
 
@@ -92,6 +92,30 @@ class Captioner:
         self.decoder.train(was_training)
         return [[self._caption(h) for h in per_image] for per_image in hyps]
 
+    @torch.inference_mode()
+    def score(self, pooled: Tensor, grid: Tensor | None, captions: Sequence[Sequence[str]]) -> Tensor:
+        """log P(caption | image) of given captions (B,), <end> included: caption b of image b.
+
+        Teacher-forced through the decoder step API (so every decoder can be scored); words
+        outside the vocabulary count as ``<unk>``. For re-ranking and forced-choice tests.
+        """
+        was_training = self.decoder.training
+        self.decoder.eval()
+        ids = [self.vocab.encode(list(c)) for c in captions]
+        tokens = torch.full((len(ids), max(map(len, ids))), self.vocab.pad_id, dtype=torch.long)
+        for b, row in enumerate(ids):
+            tokens[b, : len(row)] = torch.tensor(row)
+        tokens = tokens.to(self.device)
+        grid = grid.to(self.device, torch.float32) if grid is not None and self.uses_grid else None
+        state = self.decoder.init_state(pooled.to(self.device, torch.float32), grid)
+        total = torch.zeros(len(ids), device=self.device)
+        for t in range(tokens.shape[1] - 1):
+            log_probs, state = self.decoder.step(tokens[:, t], state)  # (B, V)
+            target = tokens[:, t + 1]
+            total += log_probs.gather(1, target[:, None]).squeeze(1) * (target != self.vocab.pad_id)
+        self.decoder.train(was_training)
+        return total.cpu()
+
     def _caption(self, h: search.Hypothesis) -> Caption:
         return Caption(words=self.vocab.decode(h.tokens), logprob=h.logprob, score=h.score,
                        finished=h.finished, alphas=h.alphas)
@@ -100,6 +124,11 @@ class Captioner:
     def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 images (B, 3, H, W) -> (pooled (B, F), grid (B, P, F))."""
         return self.encoder(images.to(self.device))
+
+    @torch.inference_mode()
+    def features_from_trunk(self, trunk: Tensor, top: int) -> tuple[Tensor, Tensor]:
+        """A cached trunk grid (B, P', C) below the top ``top`` stages -> (pooled (B, F), grid (B, P, F))."""
+        return self.encoder.forward_head(unflatten_trunk(trunk.to(self.device)), top)
 
     def caption_images(self, images: Tensor, **kwargs: Any) -> list[list[Caption]]:
         pooled, grid = self.features(images)

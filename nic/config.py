@@ -88,6 +88,11 @@ class EncoderConfig:
     finetune_after: int = 0
     finetune_blocks: int = 0
     finetune_lr: float = 1e-5
+    # With freeze: true and 0 < finetune_blocks < all: cache the output of the frozen trunk
+    # below the top blocks (not the final features), and run only those blocks each step:
+    # frozen until finetune_after, trained from then on (see train.group_captions).
+    # false: cache final features, then run the whole CNN on images once fine-tuning.
+    cache_trunk: bool = True
 
 
 @dataclass
@@ -106,6 +111,9 @@ class DecoderConfig:
     # and the weight lambda of the doubly stochastic regulariser sum_i (1 - sum_t alpha_ti)^2.
     attention_dim: int = 512
     alpha_c: float = 1.0
+    # Attention decoder only, an extension (not in the paper): append each grid location's
+    # (x, y) to its feature, so the context says where the model looked (spatial relations).
+    grid_coords: bool = False
 
 
 @dataclass
@@ -144,6 +152,11 @@ class TrainConfig:
     log_every: int = 10
     # Log to TensorBoard too when the tensorboard package is installed.
     tensorboard: bool = True
+    # Batch whole images with all their captions (about batch_size captions per batch), so
+    # that CNN layers running each step (encoder.cache_trunk) see each image once per epoch,
+    # not once per caption. Cheaper, but fewer distinct images per step: on shapes it
+    # converged more slowly (docs/benchmarks.md). false: one item per caption.
+    group_captions: bool = False
     # Validate on at most this many images (0: the whole split).
     val_images: int = 0
     seed: int = 0

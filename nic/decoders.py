@@ -128,5 +128,6 @@ def build_decoder(cfg, *, vocab_size: int, feature_dim: int, pad_id: int = 0) ->
         if cfg.num_layers != 1:
             raise ValueError(f"decoder.num_layers={cfg.num_layers}: the attention decoder has one LSTM layer; "
                              "set decoder.num_layers: 1")
-        return DECODERS[cfg.type](**common, attention_dim=cfg.attention_dim, alpha_c=cfg.alpha_c)
+        return DECODERS[cfg.type](**common, attention_dim=cfg.attention_dim, alpha_c=cfg.alpha_c,
+                                 grid_coords=cfg.grid_coords)
     return DECODERS[cfg.type](**common, num_layers=cfg.num_layers)

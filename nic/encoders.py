@@ -32,10 +32,17 @@ random weights (tests).
 Fine-tuning: each network is split into ``num_blocks`` stages, bottom to top;
 :meth:`Encoder.set_trainable` unfreezes the top ones. BatchNorm layers always stay in
 eval mode (frozen running statistics), see :meth:`Encoder.train`.
+
+Trunk and head: ``forward_features`` is the network's ``sequence`` of submodules applied
+in order, so it splits anywhere into a frozen *trunk* and a *head* of the top ``k``
+stages: ``forward(x) == forward_head(forward_trunk(x, k), k)``. Fine-tuning the top stages
+then needs the trunk's output only once per image: :class:`TrunkView` is the trunk as an
+encoder of its own, whose output the feature cache stores (see :mod:`nic.training`).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +69,10 @@ class EncoderSpec:
     # Fine-tuning stages, bottom to top: each is the names of backbone submodules that form
     # it (for nn.Module.get_submodule). Empty: the whole backbone is one stage.
     stages: tuple[tuple[str, ...], ...] = ()
+    # The submodules whose composition, in this order, IS forward_features (every stage's
+    # modules among them); it lets a trunk/head split run the two halves separately.
+    # Empty: the network cannot be split.
+    sequence: tuple[str, ...] = ()
 
 
 class FeatureBackbone(nn.Sequential):
@@ -96,6 +107,8 @@ class Encoder(nn.Module):
         for names in spec.stages:  # fail at construction, not at fine-tuning time, on a wrong name
             for n in names:
                 backbone.get_submodule(n)
+                if spec.sequence and n not in spec.sequence:
+                    raise ValueError(f"{spec.name}: stage module {n!r} is not in the spec's sequence")
 
     @property
     def name(self) -> str:
@@ -123,12 +136,41 @@ class Encoder(nn.Module):
         return self.backbone.forward_features(self.normalize(images))  # (B, F, h, w)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        fmap = self.feature_map(images)  # (B, F, h, w)
+        return self.pool(self.feature_map(images))
+
+    def pool(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        """Feature map (B, F, h, w) -> (pooled (B, F), grid (B, P, F))."""
         pooled = fmap.mean(dim=(2, 3))  # (B, F)
         if self.grid_size and fmap.shape[-2:] != (self.grid_size, self.grid_size):
             fmap = F.adaptive_avg_pool2d(fmap, self.grid_size)  # (B, F, g, g)
         grid = fmap.flatten(2).transpose(1, 2)  # (B, P, F)
         return pooled, grid
+
+    # ------------------------------------------------------------------ trunk / head
+    def _split(self, top: int) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The ``sequence`` modules below the top ``top`` stages, and those of the top stages."""
+        if not self.spec.sequence:
+            raise ValueError(f"{self.name}: this encoder does not declare a module sequence, so it cannot be "
+                             "split into a cached trunk and a trainable head")
+        if not 1 <= top < self.num_blocks:
+            raise ValueError(f"{self.name}: a trunk/head split needs 1 <= top stages < {self.num_blocks}, got {top}")
+        cut = self.spec.sequence.index(self.spec.stages[self.num_blocks - top][0])
+        modules = [self.backbone.get_submodule(n) for n in self.spec.sequence]
+        return modules[:cut], modules[cut:]
+
+    def forward_trunk(self, images: Tensor, top: int) -> Tensor:
+        """Images -> the feature map entering the top ``top`` stages, (B, C, h', w')."""
+        x = self.normalize(images)
+        for module in self._split(top)[0]:
+            x = module(x)
+        return x
+
+    def forward_head(self, trunk: Tensor, top: int) -> tuple[Tensor, Tensor]:
+        """A :meth:`forward_trunk` output -> (pooled, grid), exactly as :meth:`forward` returns them."""
+        x = trunk.contiguous(memory_format=torch.channels_last)
+        for module in self._split(top)[1]:
+            x = module(x)
+        return self.pool(x)
 
     # ------------------------------------------------------------------ fine-tuning
     @property
@@ -185,12 +227,64 @@ class Encoder(nn.Module):
         return self
 
 
+class TrunkView(nn.Module):
+    """An encoder's frozen trunk below its top ``top`` stages, as an encoder of its own.
+
+    ``forward(images) -> (pooled (B, C), grid (B, P', C))`` is the trunk's feature map in
+    the shape the feature cache stores (``grid`` is the map, flattened; ``pooled`` its
+    mean). Only the trunk's modules are registered, so its ``state_dict`` (and the cache's
+    weight digest) does not change while the head above it is fine-tuned.
+    ``Encoder.forward_head(unflatten(grid), top)`` completes the forward pass.
+    """
+
+    def __init__(self, encoder: Encoder, top: int) -> None:
+        super().__init__()
+        self.trunk = nn.ModuleList(encoder._split(top)[0])
+        self.name = f"{encoder.name}.trunk{top}"
+        object.__setattr__(self, "_encoder", encoder)  # not a submodule: kept out of state_dict()
+        self.top = top
+        self.cache_attrs = {"trunk_top": top}  # recorded in the feature cache
+        with torch.no_grad():
+            side = encoder.spec.input_size
+            shape = self.trunk_shape(torch.zeros(1, 3, side, side))
+        self.feature_dim, self.grid_side = shape[0], shape[1]
+
+    def trunk_shape(self, probe: Tensor) -> tuple[int, int, int]:
+        was = [m.training for m in self.trunk]
+        self.trunk.eval()
+        out = self._encoder.forward_trunk(probe, self.top)
+        for m, w in zip(self.trunk, was):
+            m.train(w)
+        return tuple(out.shape[1:])  # type: ignore[return-value]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        fmap = self._encoder.forward_trunk(images, self.top)  # (B, C, h, w)
+        return fmap.mean(dim=(2, 3)), fmap.flatten(2).transpose(1, 2)
+
+    def train(self, mode: bool = True) -> TrunkView:
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+
+def unflatten_trunk(grid: Tensor) -> Tensor:
+    """A cached trunk grid (B, P, C) of a square map -> the feature map (B, C, h, h), h * h = P."""
+    side = math.isqrt(grid.shape[1])
+    if side * side != grid.shape[1]:
+        raise ValueError(f"trunk grid of {grid.shape[1]} locations is not a square map")
+    return grid.transpose(1, 2).reshape(grid.shape[0], grid.shape[2], side, side)
+
+
 # ---------------------------------------------------------------------- registry
 def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
     import timm
 
+    blocks = tuple(f"blocks.{i}" for i in range(7))
     spec = EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_side=7,
-                       stages=(("conv_stem", "bn1"), *((f"blocks.{i}",) for i in range(7)), ("conv_head", "bn2")))
+                       stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
+                       sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # timm's forward_features
     net = timm.create_model("efficientnet_lite0", pretrained=False)
     if weights is not None:
         _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
@@ -220,7 +314,8 @@ def _resnet(depth: int) -> Callable[[str | Path | None, bool, int], Encoder]:
         layers = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in layers))  # avgpool, fc dropped
         spec = EncoderSpec(name, input_size=224, feature_dim=2048, grid_side=7,
-                           stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)))
+                           stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
+                           sequence=layers)
         if path is not None:
             _load_torchvision(backbone, path, head=("fc.",))
         return Encoder(spec, backbone, grid_size=grid_size)
@@ -249,7 +344,8 @@ def _inception_v3(weights: str | Path | None, pretrained: bool, grid_size: int) 
     backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in _INCEPTION_LAYERS))  # head dropped
     spec = EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_side=8,
                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                       stages=(_INCEPTION_LAYERS[:7], *((n,) for n in _INCEPTION_LAYERS[7:])))
+                       stages=(_INCEPTION_LAYERS[:7], *((n,) for n in _INCEPTION_LAYERS[7:])),
+                       sequence=_INCEPTION_LAYERS)
     if path is not None:
         _load_torchvision(backbone, path, head=("fc.", "AuxLogits."))
     return Encoder(spec, backbone, grid_size=grid_size)

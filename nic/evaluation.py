@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from eval.bleu import BleuResult, corpus_bleu
 from tqdm import tqdm
 
+from eval.bleu import BleuResult, corpus_bleu
 from nic.captioner import Caption, Captioner
 from nic.data import ImageDataset, make_loader
 from nic.features import FeatureReader
@@ -44,18 +45,33 @@ def decode_split(
 ) -> SplitCaptions:
     """Decode every image of ``store`` (or the first ``limit``) with ``captioner.decode``.
 
-    With a feature cache the encoder is skipped; otherwise images are encoded on the fly.
+    With a feature cache the encoder is skipped (with a trunk cache only its top stages run);
+    otherwise images are encoded on the fly.
     """
-    dataset = ImageDataset(store, features, limit=limit)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     captions: list[list[Caption]] = []
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        if "pooled" in batch:
-            pooled, grid = batch["pooled"], batch.get("grid")
-        else:
-            with torch.inference_mode():
-                pooled, grid = captioner.features(batch["images"])
-            grid = grid if captioner.uses_grid else None
+    for _, pooled, grid in split_features(captioner, store, features, limit=limit, batch_size=batch_size,
+                                          num_workers=num_workers, progress=progress, desc=desc):
         captions.extend(captioner.decode(pooled, grid, **decode_kwargs))
     references = store.references()[: len(captions)]
     return SplitCaptions(captions=captions, references=references)
+
+
+def split_features(captioner: Captioner, store: StoreReader, features: FeatureReader | None = None, *,
+                   limit: int = 0, batch_size: int = 50, num_workers: int = 0, progress: bool = False,
+                   desc: str = "encode") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(store rows (B,), pooled (B, F), grid (B, P, F) or None) for the split's images, in order.
+
+    From the feature cache when given (with a trunk cache, the encoder's top stages run),
+    else by encoding the images; ``grid`` is None when the decoder does not use it.
+    """
+    dataset = ImageDataset(store, features, limit=limit)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        if "pooled" in batch:
+            pooled, grid = batch["pooled"], batch.get("grid")
+        elif "trunk" in batch:
+            assert features is not None
+            pooled, grid = captioner.features_from_trunk(batch["trunk"], features.trunk_top)
+        else:
+            pooled, grid = captioner.features(batch["images"])
+        yield batch["index"], pooled, (grid if captioner.uses_grid else None)

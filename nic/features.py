@@ -5,6 +5,10 @@ One HDF5 file per (split store, encoder): ``<store_dir>/features/<split>.<encode
     pooled  float16|float32  (N, F)       global-average-pooled features
     grid    float16|float32  (N, P, F)    spatial features (only when asked for), one chunk per image
 
+A cache of an encoder's frozen trunk (:class:`nic.encoders.TrunkView`, named
+``<encoder>.trunk<k>``) has the same layout: ``grid`` is the trunk's feature map entering the
+top k stages, flattened to (N, h * w, C), and the attribute ``trunk_top`` = k.
+
 Attributes: ``encoder`` (registry name), ``encoder_digest`` (a hash of its weights: other
 weights under the same name invalidate the cache), ``store_uid`` (the ``uid`` of the image
 store it was computed from: a rebuilt store invalidates the cache), ``has_grid``,
@@ -99,7 +103,7 @@ def cache_features(
         return out
     n, f_dim = store.num_images, encoder.feature_dim
     attrs = {"encoder": encoder.name, "encoder_digest": digest, "store_uid": store.attrs["uid"], "has_grid": grid,
-             "dtype": dtype, "num_images": n}
+             "dtype": dtype, "num_images": n, **getattr(encoder, "cache_attrs", {})}
     fingerprint = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
     partial, state_file = out.with_name(out.name + ".partial"), out.with_name(out.name + ".progress.json")
     was_training = encoder.training
@@ -219,6 +223,10 @@ class FeatureReader:
                 self._grid_memory = torch.from_numpy(f["grid"][:])  # (N, P, F), stored dtype
             self.attrs: dict[str, Any] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         self.grid = grid
+        # a trunk cache: grid holds the feature map entering the encoder's top `trunk_top` stages
+        self.trunk_top: int = int(self.attrs.get("trunk_top", 0))
+        if self.trunk_top and not grid:
+            raise ValueError(f"{self.path}: a trunk cache must be read with grid=True")
         self._file: h5py.File | None = None
         self._pid: int | None = None
 

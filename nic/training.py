@@ -49,10 +49,10 @@ from tqdm import tqdm
 from nic.captioner import Captioner
 from nic.checkpoint import load_checkpoint, save_checkpoint
 from nic.config import Config, save_config
-from nic.data import CaptionDataset, make_loader
+from nic.data import CaptionDataset, ImageCaptionsDataset, make_loader
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
-from nic.encoders import Encoder, build_encoder
+from nic.encoders import Encoder, TrunkView, build_encoder, unflatten_trunk
 from nic.evaluation import decode_split
 from nic.features import FeatureReader, cache_features
 from nic.io import atomic_write_text
@@ -78,23 +78,35 @@ class TrainState:
 
 
 class CaptionModel(nn.Module):
-    """Encoder + decoder as one module (what DDP wraps); ``forward`` returns the training loss."""
+    """Encoder + decoder as one module (what DDP wraps); ``forward`` returns the training loss.
 
-    def __init__(self, encoder: Encoder, decoder: StepDecoderBase) -> None:
+    ``trunk_top`` > 0: batches carry the cached trunk output (``trunk``) and the encoder's
+    top ``trunk_top`` stages run here (with gradients once they are unfrozen).
+    """
+
+    def __init__(self, encoder: Encoder, decoder: StepDecoderBase, *, trunk_top: int = 0) -> None:
         super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+        self.encoder, self.decoder, self.trunk_top = encoder, decoder, trunk_top
 
     def features(self, batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """Per-image (pooled (B, F), grid (B, P, F) | None) from whatever the batch carries."""
         if "pooled" in batch:
             grid = batch.get("grid")
             return batch["pooled"].to(device), (grid.to(device) if grid is not None else None)
-        pooled, grid = self.encoder(batch["images"].to(device))
+        if "trunk" in batch:
+            pooled, grid = self.encoder.forward_head(unflatten_trunk(batch["trunk"].to(device)), self.trunk_top)
+        else:
+            pooled, grid = self.encoder(batch["images"].to(device))
         return pooled, (grid if self.decoder.uses_grid else None)
 
     def forward(self, batch: dict[str, Tensor], ss_prob: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         device = next(self.decoder.parameters()).device
-        captions = batch["captions"].to(device)  # (B, T)
+        captions = batch["captions"].to(device)  # (M, T)
         pooled, grid = self.features(batch, device)
+        if "caption_image" in batch:  # image-major batch: each image's features once per caption
+            idx = batch["caption_image"].to(device)  # (M,)
+            pooled = pooled.index_select(0, idx)
+            grid = grid.index_select(0, idx) if grid is not None else None
         if ss_prob > 0:
             return scheduled_sampling_loss(self.decoder, pooled, grid, captions, ss_prob)
         return self.decoder.loss(pooled, grid, captions)
@@ -137,6 +149,7 @@ class Run:
     stores: dict[str, StoreReader]
     features: dict[str, FeatureReader | None]
     sampler: EpochSampler
+    per_rank_batch: int  # items (captions, or images with all their captions) per process and step
     state: TrainState = field(default_factory=TrainState)
     ddp: nn.Module | None = None
     writer: Any = None
@@ -144,6 +157,16 @@ class Run:
     @property
     def encoder(self) -> Encoder:
         return self.model.encoder
+
+    @property
+    def trunk_top(self) -> int:
+        """> 0: the feature caches hold the trunk below the encoder's top ``trunk_top`` stages."""
+        return self.model.trunk_top
+
+    def dataset(self, split: str) -> CaptionDataset | ImageCaptionsDataset:
+        """What training (and the validation loss) iterate: per caption, or per image (train.group_captions)."""
+        kind = ImageCaptionsDataset if self.cfg.train.group_captions else CaptionDataset
+        return kind(self.stores[split], self.features[split])
 
     @property
     def decoder(self) -> StepDecoderBase:
@@ -239,9 +262,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_features(cfg: Config, encoder: Encoder, store_dir: Path, device: torch.device, *, grid: bool,
-                     dist_info: DistInfo, progress: bool) -> dict[str, FeatureReader | None]:
-    """With a frozen encoder, cache the features of every split once (rank 0 computes)."""
+def trunk_split(cfg: Config, encoder: Encoder) -> int:
+    """How many top encoder stages run on a cached trunk (0: none; see EncoderConfig.cache_trunk)."""
+    e = cfg.encoder
+    if not (e.freeze and e.cache_trunk and e.finetune_after > 0 and e.finetune_blocks > 0):
+        return 0
+    if e.finetune_blocks >= encoder.num_blocks or not encoder.spec.sequence:
+        return 0  # the whole CNN (or an unsplittable one) is fine-tuned on images
+    return e.finetune_blocks
+
+
+def prepare_features(cfg: Config, encoder: Encoder | TrunkView, store_dir: Path, device: torch.device, *,
+                     grid: bool, dist_info: DistInfo, progress: bool) -> dict[str, FeatureReader | None]:
+    """With a frozen encoder (or trunk), cache the features of every split once (rank 0 computes)."""
     readers: dict[str, FeatureReader | None] = {}
     for split in ("train", "val", "test"):
         path = store_path(store_dir, split)
@@ -278,22 +311,33 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights, grid_size=cfg.encoder.grid_size)
     decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
                             pad_id=vocab.pad_id)
-    model = CaptionModel(encoder, decoder).to(device)
+    trunk_top = trunk_split(cfg, encoder)
+    model = CaptionModel(encoder, decoder, trunk_top=trunk_top).to(device)
     encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
         encoder.eval()
-    features = prepare_features(cfg, encoder, store_dir, device, grid=decoder.uses_grid, dist_info=dist_info,
-                                progress=progress)
+    if trunk_top:
+        features = prepare_features(cfg, TrunkView(encoder, trunk_top), store_dir, device, grid=True,
+                                    dist_info=dist_info, progress=progress)
+    else:
+        features = prepare_features(cfg, encoder, store_dir, device, grid=decoder.uses_grid, dist_info=dist_info,
+                                    progress=progress)
     stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
-    sampler = EpochSampler(stores["train"].num_captions, seed=cfg.train.seed, rank=dist_info.rank,
-                           world_size=dist_info.world_size)
+    train_store = stores["train"]
+    if cfg.train.group_captions:  # whole images per batch: about train.batch_size captions
+        per_caption = train_store.num_captions / max(train_store.num_images, 1)
+        n_items, global_batch = train_store.num_images, max(1, round(cfg.train.batch_size / per_caption))
+    else:
+        n_items, global_batch = train_store.num_captions, cfg.train.batch_size
+    per_rank = max(1, global_batch // dist_info.world_size)
+    sampler = EpochSampler(n_items, seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    steps_per_epoch = math.ceil(len(sampler) / (cfg.train.batch_size // dist_info.world_size))
+    steps_per_epoch = math.ceil(len(sampler) / per_rank)
     run = Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, vocab=vocab, model=model,
               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
               scaler=torch.amp.GradScaler("cuda", enabled=False), stores=stores, features=features,
-              sampler=sampler)
+              sampler=sampler, per_rank_batch=per_rank)
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     wrap_ddp(run)
     return run
@@ -310,9 +354,14 @@ def start_finetuning(run: Run) -> None:
     e = run.cfg.encoder
     run.encoder.set_trainable(e.finetune_blocks)
     params = [p for p in run.encoder.parameters() if p.requires_grad]
-    run.optimizer.add_param_group({"params": params, "lr": e.finetune_lr, "weight_decay": run.cfg.train.weight_decay})
+    # the new group follows the same schedule (LambdaLR keeps one factor function per group)
+    factor = run.scheduler.lr_lambdas[0]
+    run.optimizer.add_param_group({"params": params, "lr": e.finetune_lr * factor(run.scheduler.last_epoch),
+                                   "initial_lr": e.finetune_lr, "weight_decay": run.cfg.train.weight_decay})
     run.scheduler.base_lrs.append(e.finetune_lr)
-    run.features = {k: None for k in run.features}  # images from now on: the CNN changes
+    run.scheduler.lr_lambdas.append(factor)
+    if not run.trunk_top:
+        run.features = {k: None for k in run.features}  # images from now on: the CNN changes
     run.state.finetuning = True
     wrap_ddp(run)
 
@@ -325,8 +374,7 @@ def should_finetune(run: Run) -> bool:
 
 # ------------------------------------------------------------------ the loop
 def batches_per_epoch(run: Run) -> int:
-    per_rank = run.cfg.train.batch_size // run.dist.world_size
-    return math.ceil(-(-run.sampler.n // run.dist.world_size) / per_rank)
+    return math.ceil(-(-run.sampler.n // run.dist.world_size) / run.per_rank_batch)
 
 
 def ss_probability(cfg: Config, epoch: int) -> float:
@@ -339,16 +387,15 @@ def ss_probability(cfg: Config, epoch: int) -> float:
 def train_one_epoch(run: Run, *, progress: bool = True) -> float:
     """Train one epoch (from ``state.batch_in_epoch`` when resuming); return its mean per-word NLL."""
     cfg, state = run.cfg, run.state
-    per_rank = cfg.train.batch_size // run.dist.world_size
+    per_rank = run.per_rank_batch
     run.sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * per_rank)
-    loader = make_loader(CaptionDataset(run.stores["train"], run.features["train"]), batch_size=per_rank,
-                         shuffle=False, sampler=run.sampler, num_workers=cfg.data.num_workers)
+    loader = make_loader(run.dataset("train"), batch_size=per_rank, shuffle=False, sampler=run.sampler,
+                         num_workers=cfg.data.num_workers)
     run.model.train()
     if not state.finetuning:
         run.encoder.eval()
     module = run.ddp or run.model
     ss_prob = ss_probability(cfg, state.epoch)
-    params = [p for group in run.optimizer.param_groups for p in group["params"]]
     if state.batch_in_epoch == 0:
         state.epoch_nll = state.epoch_words = 0.0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
@@ -373,7 +420,8 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         run.scaler.scale(scaled).backward()
         if cfg.train.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            for group in run.optimizer.param_groups:  # per group: a fine-tuned CNN's large gradients
+                nn.utils.clip_grad_norm_(group["params"], cfg.train.grad_clip)  # never shrink the decoder's
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
@@ -395,8 +443,8 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
 @torch.inference_mode()
 def validation_loss(run: Run) -> float:
     run.model.eval()
-    loader = make_loader(CaptionDataset(run.stores["val"], run.features["val"]), batch_size=run.cfg.train.batch_size,
-                         shuffle=False, num_workers=run.cfg.data.num_workers)
+    loader = make_loader(run.dataset("val"), batch_size=run.per_rank_batch * run.dist.world_size, shuffle=False,
+                         num_workers=run.cfg.data.num_workers)
     total = count = 0.0
     for batch in loader:
         _, parts = run.model(batch)  # the per-word NLL part (not e.g. attention's regulariser)

@@ -299,7 +299,7 @@ def _by_size(objects: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> list[_
             for s in SIZES if any(objects[i]["size"] == s for i in idx)]
 
 
-def _relation_candidates(objects: Sequence[Mapping[str, Any]]) -> list[tuple[_Unit, str, _Unit]]:
+def relation_candidates(objects: Sequence[Mapping[str, Any]]) -> list[tuple[_Unit, str, _Unit]]:
     """(A, relation, B) for every pair of describable units where the relation holds for all their objects."""
     units: list[_Unit] = []
     for members in _groups(objects, range(len(objects))).values():
@@ -315,6 +315,17 @@ def _relation_candidates(objects: Sequence[Mapping[str, Any]]) -> list[tuple[_Un
             if len(rels) == 1 and None not in rels:
                 out.append((a, rels.pop(), b))
     return out
+
+
+def plain_phrase(unit: _Unit) -> list[str]:
+    """The plainest words for a unit of :func:`relation_candidates`: "a red circle", "two small blue boxes"."""
+    n = len(unit.objs)
+    words = [NUMBER_WORDS[n]] if n > 1 else []
+    if unit.size_required:
+        words.append(unit.sizes[0])
+    words.append(unit.color)
+    words = ([_an(words[0])] if n == 1 else []) + words
+    return [*words, PLURALS[unit.shape] if n > 1 else unit.shape]
 
 
 _RELATION_WORDS: dict[str, tuple[str, ...]] = {
@@ -445,7 +456,7 @@ def make_captions(objects: list[dict[str, Any]], background: str, r: random.Rand
     The first four come from the list, "there is", count and relation templates (a second
     prefix template when no pair has a clear relation), the rest from a random mix.
     """
-    scene = _Scene(objects, background, _relation_candidates(objects))
+    scene = _Scene(objects, background, relation_candidates(objects))
     templates = [_t_list, _t_there, _t_count, _t_relation if scene.relations else _t_prefix]
     extra = [_t_list, _t_there, _t_prefix, _t_count] + [_t_relation] * 3 * bool(scene.relations)
     captions: list[str] = []

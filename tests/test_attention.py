@@ -59,8 +59,9 @@ def test_attention_weights_sum_to_one_in_step_and_forward():
     assert (alphas[~real] == 0).all() and (logits[~real] == 0).all()  # padding is never computed
 
 
-def test_forward_equals_stepwise_decoding_with_mixed_lengths():
-    d = make()
+@pytest.mark.parametrize("coords", [False, True])
+def test_forward_equals_stepwise_decoding_with_mixed_lengths(coords):
+    d = make(grid_coords=coords)
     pooled, grid = features()
     logits, alphas = d(pooled, grid, CAPTIONS, return_alphas=True)
     full = logits.log_softmax(-1)  # (B, T-1, V)
@@ -160,10 +161,11 @@ needs_search = pytest.mark.skipif(not HAS_SEARCH, reason="nic/search.py is not i
 
 
 @needs_search
-def test_batched_beam_search_equals_per_image_and_returns_alphas():
+@pytest.mark.parametrize("coords", [False, True])
+def test_batched_beam_search_equals_per_image_and_returns_alphas(coords):
     from nic.search import beam_search
 
-    d = make()
+    d = make(grid_coords=coords)
     pooled, grid = features(3, seed=3)
     ids = dict(start_id=START, end_id=END, pad_id=0, max_len=6)
     batched = beam_search(d, pooled, grid, beam_size=20, n_best=3, **ids)
@@ -251,3 +253,19 @@ def test_overfits_a_tiny_batch_and_decodes_it_back():
     assert parts["nll"] < 0.05
     hyps = greedy_search(d.eval(), pooled, grid, start_id=START, end_id=END, pad_id=0, max_len=8)
     assert [h.tokens for h in hyps] == [CAPTIONS[b, 1:STEPS[b]].tolist() for b in range(4)]
+
+
+def test_grid_coords_tell_the_lstm_where_attention_looked():
+    d = make(grid_coords=True)
+    grid = torch.zeros(1, 4, F)  # a 2x2 grid, row-major
+    with_xy = d._with_coords(grid)
+    assert with_xy.shape == (1, 4, F + 2) and torch.equal(with_xy[..., :F], grid)
+    torch.testing.assert_close(with_xy[0, :, F:], torch.tensor([[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]]))
+    # the context's last two entries are beta * the attention-weighted mean position
+    _, state = d.step(torch.tensor([START]), d.init_state(torch.zeros(1, F), grid))
+    context, alpha = d._attend(state["grid"], state["grid_proj"], state["h"])
+    beta = torch.sigmoid(d.gate(state["h"]))
+    torch.testing.assert_close(context[0, F:], beta[0] * (alpha[0, :, None] * with_xy[0, :, F:]).sum(0))
+    assert make(grid_coords=False).cell.input_size == E + F and d.cell.input_size == E + F + 2
+    with pytest.raises(ValueError, match="square grid"):
+        d.init_state(torch.zeros(1, F), torch.zeros(1, 3, F))

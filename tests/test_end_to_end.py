@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import caption
@@ -45,6 +46,27 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert 0 <= row["bleu"]["BLEU-4"] <= 1 and 0 < row["distinct"] <= 1
     assert row["shapes"] is not None and "color_shape" in row["shapes"]
     assert report["human"]["bleu"]["BLEU-1"] > 0
+    choice = report["relation_choice"]  # forced-choice spatial relations, from the store's ground truth
+    assert choice["images"] <= 10 and choice["pairs"] >= choice["images"]
+    assert choice["pairs"] == 0 or 0 <= choice["accuracy"] <= 1
+
+
+def test_score_is_the_log_probability_search_reports(trained):
+    from nic.captioner import Captioner
+
+    _, run_dir = trained
+    captioner = Captioner.from_checkpoint(run_dir / "best.pt")
+    pooled = torch.randn(3, captioner.encoder.feature_dim)
+    for method in ("greedy", "beam"):
+        best = [c[0] for c in captioner.decode(pooled, method=method, beam_size=4, max_len=8)]
+        finished = [i for i, c in enumerate(best) if c.finished]
+        assert finished
+        scores = captioner.score(pooled[finished], None, [best[i].words for i in finished])
+        assert scores.tolist() == pytest.approx([best[i].logprob for i in finished], abs=1e-4)
+    # a caption the model would not say scores lower than its own greedy caption
+    greedy = captioner.decode(pooled[:1], method="greedy", max_len=8)[0][0]
+    other = captioner.score(pooled[:1], None, [["star"] * 6])
+    assert other.item() < captioner.score(pooled[:1], None, [greedy.words]).item() or not greedy.finished
 
 
 def test_caption_cli_on_any_image(trained, tmp_path, capsys):

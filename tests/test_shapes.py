@@ -246,3 +246,22 @@ def test_score_corpus():
     with pytest.raises(ValueError, match="2 captions but 1 images"):
         score_corpus([["a"], ["b"]], [OBJECTS])
     assert math.isclose(score_corpus([tokenize("a red circle")], [OBJECTS])["color_shape_recall"], 0.5)
+
+
+def test_relation_contrasts_are_true_and_inverse_by_the_generators_rule():
+    from eval.shapes_metrics import relation_contrasts, score_caption
+
+    objects = [
+        {"shape": "circle", "color": "red", "size": "small", "cx": 0.2, "cy": 0.5, "extent": 0.07},
+        {"shape": "square", "color": "blue", "size": "large", "cx": 0.8, "cy": 0.5, "extent": 0.15},
+        {"shape": "square", "color": "blue", "size": "small", "cx": 0.8, "cy": 0.1, "extent": 0.07},
+    ]
+    contrasts = relation_contrasts(objects)
+    texts = {" ".join(t): " ".join(f) for t, f in contrasts}
+    assert texts["a red circle to the left of two blue squares"] == "a red circle to the right of two blue squares"
+    assert texts["a small blue square above a large blue square"] == "a small blue square below a large blue square"
+    assert "a red circle above a large blue square" not in texts  # no clear vertical relation
+    for true, false in contrasts:
+        assert score_caption(true, objects)["relation_correct"] is True
+        assert score_caption(false, objects)["relation_correct"] is False
+    assert relation_contrasts(objects[:1]) == []

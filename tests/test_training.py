@@ -142,3 +142,38 @@ def test_torchrun_two_processes_match_single_process(data_root, tmp_path):
     pa, pb = load_checkpoint(single / "last.pt")["decoder"], load_checkpoint(ddp / "last.pt")["decoder"]
     for key in pa:
         torch.testing.assert_close(pa[key], pb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_tensorboard_gets_the_logged_losses_and_metrics(data_root, monkeypatch):
+    """With tensorboard installed, the writer receives exactly what the JSONL logs hold."""
+    import types
+
+    calls: list[tuple] = []
+
+    class RecordingWriter:  # stands in for torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    run_dir = train(tiny_config(data_root, "tb", "--train.epochs=2"), progress=False)
+    assert calls[0] == ("init", str(run_dir / "tb")) and calls[-1] == ("close",)
+    steps = read_jsonl(run_dir / "steps.jsonl")
+    assert [(c[1], c[2]) for c in calls if c[0] == "train/loss"] == [(s["loss"], s["step"]) for s in steps]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [(c[1], c[2]) for c in calls if c[0] == "val/BLEU-4"] == [(m["val_BLEU-4"], m["step"]) for m in metrics]
+    assert [c[1] for c in calls if c[0] == "train_loss"] == [m["train_loss"] for m in metrics]
+
+    calls.clear()  # tensorboard: false -> no writer at all
+    train(tiny_config(data_root, "tb_off", "--train.epochs=1", "--train.tensorboard=false"), progress=False)
+    assert calls == []
