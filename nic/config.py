@@ -58,7 +58,7 @@ class DataConfig:
     long_captions: str = "truncate"
     # Train captions kept per image (the first N); 0: all of them.
     captions_per_image: int = 0
-    # Image-decoding processes when building stores (0: one per CPU core, at most 8).
+    # Image-decoding threads when building stores (0: one per CPU core, at most 8).
     preprocess_workers: int = 0
     # Images declaring more pixels are skipped as possible decompression bombs (0: no limit).
     max_pixels: int = 89_478_485

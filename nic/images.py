@@ -1,7 +1,7 @@
 """Decoding image files into the uint8 RGB arrays every part of nic works with.
 
 :func:`load_image` is the one image-decoding function of the project: preprocessing (in
-its worker processes), ``caption.py`` and the tests all call it, so the pixels stored for
+its decoding threads), ``caption.py`` and the tests all call it, so the pixels stored for
 training are exactly what a user's photo gets at captioning time.
 """
 

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--store-dir", default=None, help="output folder (default: <root>/stores)")
     g.add_argument("--image-size", type=int, default=d.image_size, help="stored image side (default: %(default)s)")
     g.add_argument("--workers", type=int, default=d.preprocess_workers, metavar="N",
-                   help="image-decoding processes; 0: one per CPU core, at most 8 (default: %(default)s)")
+                   help="image-decoding threads; 0: one per CPU core, at most 8 (default: %(default)s)")
     g.add_argument("--max-pixels", type=int, default=d.max_pixels,
                    help="skip images declaring more pixels (decompression bombs); 0: no limit (default: %(default)s)")
     g.add_argument("--strict", action="store_true", help="any bad input item is fatal instead of skipped and reported")

@@ -165,7 +165,7 @@ def build_stores(
     """Build ``vocab.json`` and the per-split stores in ``store_dir``; return the report.
 
     ``problems`` carries what the dataset reader already skipped (it is merged into the
-    report); ``workers`` decoding processes (0: one per core); ``strict`` makes the first
+    report); ``workers`` decoding threads (0: one per core); ``strict`` makes the first
     bad input item fatal; ``flush_every`` images between progress checkpoints (None: the
     default of :mod:`preprocess.stores`); ``force`` rebuilds even when complete stores exist.
     """
