@@ -244,18 +244,15 @@ class TrunkView(nn.Module):
         object.__setattr__(self, "_encoder", encoder)  # not a submodule: kept out of state_dict()
         self.top = top
         self.cache_attrs = {"trunk_top": top}  # recorded in the feature cache
+        # the output shape, from one probe image (in eval mode: BatchNorm statistics untouched)
+        modes = [m.training for m in self.trunk.modules()]
+        self.trunk.eval()
         with torch.no_grad():
             side = encoder.spec.input_size
-            shape = self.trunk_shape(torch.zeros(1, 3, side, side))
-        self.feature_dim, self.grid_side = shape[0], shape[1]
-
-    def trunk_shape(self, probe: Tensor) -> tuple[int, int, int]:
-        was = [m.training for m in self.trunk]
-        self.trunk.eval()
-        out = self._encoder.forward_trunk(probe, self.top)
-        for m, w in zip(self.trunk, was):
-            m.train(w)
-        return tuple(out.shape[1:])  # type: ignore[return-value]
+            c, h, _ = encoder.forward_trunk(torch.zeros(1, 3, side, side), top).shape[1:]
+        for m, mode in zip(self.trunk.modules(), modes):
+            m.training = mode
+        self.feature_dim, self.grid_side = c, h
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         fmap = self._encoder.forward_trunk(images, self.top)  # (B, C, h, w)
