@@ -291,11 +291,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
         strict: fail when some images have no references (or references name images not decoded).
     """
     from nic.captioner import Captioner
-    from nic.encoders import TrunkView
     from nic.evaluation import decode_split
     from nic.features import FeatureReader, cache_features
     from nic.store import StoreReader, store_path
-    from nic.training import trunk_split
+    from nic.training import feature_source
 
     if not beam_sizes or any(k < 1 for k in beam_sizes):
         raise ReportError(f"beam sizes must be positive integers, got {list(beam_sizes)}")
@@ -310,10 +309,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     features = None
     if cfg.encoder.freeze:
         # a model whose top CNN stages were fine-tuned on a cached trunk reuses that trunk cache
-        top = trunk_split(cfg, captioner.encoder)
-        grid = bool(top) or captioner.uses_grid
-        cache = cache_features(TrunkView(captioner.encoder, top) if top else captioner.encoder, path, grid=grid,
-                               dtype=cfg.encoder.feature_dtype, device=device, progress=progress)
+        source, grid = feature_source(cfg, captioner.encoder, captioner.uses_grid)
+        cache = cache_features(source, path, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
+                               progress=progress)
         features = FeatureReader(cache, grid=grid)
     rows: list[Row] = []
     for k in beam_sizes:

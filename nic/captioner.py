@@ -19,7 +19,7 @@ from nic import search
 from nic.checkpoint import load_checkpoint
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
-from nic.encoders import Encoder, build_encoder, unflatten_trunk
+from nic.encoders import Encoder, build_encoder
 from nic.images import load_image
 from nic.vocab import Vocabulary
 
@@ -128,7 +128,7 @@ class Captioner:
     @torch.inference_mode()
     def features_from_trunk(self, trunk: Tensor, top: int) -> tuple[Tensor, Tensor]:
         """A cached trunk grid (B, P', C) below the top ``top`` stages -> (pooled (B, F), grid (B, P, F))."""
-        return self.encoder.forward_head(unflatten_trunk(trunk.to(self.device)), top)
+        return self.encoder.forward_cached_trunk(trunk.to(self.device), top)
 
     def caption_images(self, images: Tensor, **kwargs: Any) -> list[list[Caption]]:
         pooled, grid = self.features(images)

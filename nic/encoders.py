@@ -172,6 +172,10 @@ class Encoder(nn.Module):
             x = module(x)
         return self.pool(x)
 
+    def forward_cached_trunk(self, grid: Tensor, top: int) -> tuple[Tensor, Tensor]:
+        """A trunk cache's grid (B, P', C) (:class:`TrunkView` output) -> (pooled, grid)."""
+        return self.forward_head(unflatten_trunk(grid), top)
+
     # ------------------------------------------------------------------ fine-tuning
     @property
     def num_blocks(self) -> int:

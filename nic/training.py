@@ -52,7 +52,7 @@ from nic.config import Config, save_config
 from nic.data import CaptionDataset, ImageCaptionsDataset, make_loader
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
-from nic.encoders import Encoder, TrunkView, build_encoder, unflatten_trunk
+from nic.encoders import Encoder, TrunkView, build_encoder
 from nic.evaluation import decode_split
 from nic.features import FeatureReader, cache_features
 from nic.io import atomic_write_text
@@ -94,7 +94,7 @@ class CaptionModel(nn.Module):
             grid = batch.get("grid")
             return batch["pooled"].to(device), (grid.to(device) if grid is not None else None)
         if "trunk" in batch:
-            pooled, grid = self.encoder.forward_head(unflatten_trunk(batch["trunk"].to(device)), self.trunk_top)
+            pooled, grid = self.encoder.forward_cached_trunk(batch["trunk"].to(device), self.trunk_top)
         else:
             pooled, grid = self.encoder(batch["images"].to(device))
         return pooled, (grid if self.decoder.uses_grid else None)
@@ -265,11 +265,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
 def trunk_split(cfg: Config, encoder: Encoder) -> int:
     """How many top encoder stages run on a cached trunk (0: none; see EncoderConfig.cache_trunk)."""
     e = cfg.encoder
+    if not -1 <= e.finetune_blocks <= encoder.num_blocks:  # fail now, not after finetune_after epochs
+        raise ValueError(f"encoder.finetune_blocks={e.finetune_blocks}: {encoder.name} has {encoder.num_blocks} "
+                         f"stages; use 1..{encoder.num_blocks}, -1 (all) or 0 (no fine-tuning)")
     if not (e.freeze and e.cache_trunk and e.finetune_after > 0 and e.finetune_blocks > 0):
         return 0
     if e.finetune_blocks >= encoder.num_blocks or not encoder.spec.sequence:
         return 0  # the whole CNN (or an unsplittable one) is fine-tuned on images
     return e.finetune_blocks
+
+
+def feature_source(cfg: Config, encoder: Encoder, uses_grid: bool) -> tuple[Encoder | TrunkView, bool]:
+    """What the feature cache of this config holds: (the module to cache, with grid features?).
+
+    The frozen trunk (always as a grid) when the top stages are fine-tuned on it, else the
+    encoder's own features (a grid only for decoders that attend over one).
+    """
+    top = trunk_split(cfg, encoder)
+    return (TrunkView(encoder, top), True) if top else (encoder, uses_grid)
 
 
 def prepare_features(cfg: Config, encoder: Encoder | TrunkView, store_dir: Path, device: torch.device, *,
@@ -316,12 +329,8 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
         encoder.eval()
-    if trunk_top:
-        features = prepare_features(cfg, TrunkView(encoder, trunk_top), store_dir, device, grid=True,
-                                    dist_info=dist_info, progress=progress)
-    else:
-        features = prepare_features(cfg, encoder, store_dir, device, grid=decoder.uses_grid, dist_info=dist_info,
-                                    progress=progress)
+    source, grid = feature_source(cfg, encoder, decoder.uses_grid)
+    features = prepare_features(cfg, source, store_dir, device, grid=grid, dist_info=dist_info, progress=progress)
     stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
     train_store = stores["train"]
     if cfg.train.group_captions:  # whole images per batch: about train.batch_size captions

@@ -117,3 +117,9 @@ def test_resume_while_finetuning_on_a_trunk_equals_uninterrupted_run(data_root):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
     assert read_jsonl(full / "metrics.jsonl") == read_jsonl(resumed / "metrics.jsonl")
+
+
+def test_an_impossible_finetune_blocks_fails_at_setup(data_root):  # noqa: F811
+    with pytest.raises(ValueError, match=r"encoder.finetune_blocks=12: efficientnet_lite0 has 9 stages"):
+        train(tiny_config(data_root, "bad_blocks", "--encoder.finetune_blocks=12", "--encoder.finetune_after=5"),
+              progress=False)

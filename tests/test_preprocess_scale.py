@@ -166,6 +166,22 @@ def write_coco_like(root: Path, seed: int = 0) -> tuple[Path, dict]:
     return path, expect
 
 
+def record_loads(monkeypatch, *, interrupt_at: int = 0) -> list[str]:
+    """Record every path preprocessing decodes; with ``interrupt_at``, raise KeyboardInterrupt at that call."""
+    import preprocess.stores as stores
+
+    real, calls = load_image, []  # nic.images.load_image: a second call replaces the first wrapper
+
+    def load(*a, **k):
+        calls.append(a[0])
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(stores, "load_image", load)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> tuple[Path, dict]:
     return write_coco_like(tmp_path_factory.mktemp("coco"))
@@ -353,16 +369,7 @@ def test_decode_images_closed_early_or_interrupted_leaves_no_thread(monkeypatch)
     it.close()
     assert not decoding_threads()
     # an exception that is no image problem (a KeyboardInterrupt raised in a decoding thread) stops the run
-    real = stores.load_image
-    calls = []
-
-    def interrupt_at_5(*a, **k):
-        calls.append(a[0])
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(stores, "load_image", interrupt_at_5)
+    calls = record_loads(monkeypatch, interrupt_at=5)
     with pytest.raises(KeyboardInterrupt):
         list(stores.decode_images([f"{i}.jpg" for i in range(100)], 8, workers=2))
     assert not decoding_threads()
@@ -411,11 +418,7 @@ def test_kill_9_half_way_then_resume_gives_the_identical_store(coco, tmp_path, m
     assert not (killed / "train.h5").exists() and not (killed / "manifest.json").exists()
     assert (killed / "train.h5.partial").exists()
     # the re-run resumes from the last checkpoint, decoding only what is left
-    import preprocess.stores as stores
-
-    calls = []
-    real = stores.load_image
-    monkeypatch.setattr(stores, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    calls = record_loads(monkeypatch)
     assert cli.main(args) == 0
     n_train = json.loads((reference / "report.json").read_text())["splits"]["train"]
     n_records = n_train["images"] + sum(p["kind"] in ("missing_image", "bad_image") for p in n_train["skipped_items"])
@@ -425,25 +428,13 @@ def test_kill_9_half_way_then_resume_gives_the_identical_store(coco, tmp_path, m
 
 
 def test_ctrl_c_resume_and_a_changed_input_starts_over(coco, tmp_path, monkeypatch):
-    import preprocess.stores as stores
-
     json_path, _ = coco
-    real = stores.load_image
-    calls = []
-
-    def interrupt_at_10(*a, **k):
-        calls.append(a[0])
-        if len(calls) == 10:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(stores, "load_image", interrupt_at_10)
+    calls = record_loads(monkeypatch, interrupt_at=10)
     args = coco_args(json_path, tmp_path / "s") + ["--workers", "1", "--checkpoint-every", "4"]
     assert cli.main(args) == 130
     state = json.loads((tmp_path / "s" / "train.h5.progress.json").read_text())
     assert state["records_done"] == 8 and not state["complete"]
-    calls.clear()
-    monkeypatch.setattr(stores, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    calls = record_loads(monkeypatch)
     assert cli.main(args) == 0
     total = sum(json.loads((tmp_path / "s" / f"{s}.h5.progress.json").read_text())["records"]
                 for s in ("train", "val", "test"))
