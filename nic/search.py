@@ -45,12 +45,14 @@ Per step, per image:
 3. The first K candidates *not* ending in ``<end>`` become the new live beams. There are
    always at least K of them among the 2K, since at most one ``<end>`` per source beam
    exists, so the beam never shrinks.
-4. One ``reorder_state`` call with the flat source rows of the new beams reorders the
-   decoder state; the token history (B * K, T) and attention history (B * K, T, P) are
-   reordered with the same index, then the new tokens/weights are appended.
+4. One ``reorder_state`` call with the flat source rows of the new beams (of the images
+   not done yet, see below) reorders the decoder state; the token history (B * K, T) and
+   attention history (B * K, T, P) are reordered with the same index, then the new
+   tokens/weights are appended.
 
-Stopping, per image (an image that is *done* stops collecting; finished images keep riding
-in the batch; the loop ends when every image is done, or after the ``max_len + 1``-th step):
+Stopping, per image (an image that is *done* stops collecting and its K rows leave the
+batch, through the same ``reorder_state``, so the others' steps get cheaper; the loop ends
+when every image is done, or after the ``max_len + 1``-th step):
 
 * ``length_penalty == 0``: log-probs only decrease along a caption, so no live beam can
   ever finish above its current cumulative log-prob. An image is done once it has at
@@ -294,59 +296,59 @@ def beam_search(
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (B*K,) last token of each beam
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)  # (B*K, T) words of each beam
     alpha_hist: Tensor | None = None  # (B*K, T, P) attention weights of each beam, when the decoder has them
-    row_base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1) first flat row of each image
-
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     unfinished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
+    # The batch holds the images that are not done yet: local image i (rows i*K .. i*K+K-1)
+    # is image active[i] of the input. Ba = len(active) <= B below.
+    active = list(range(B))
 
     for t in range(max_len + 1):
         last = t == max_len
         log_probs, state = decoder.step(tokens, state)  # (B*K, V)
         log_probs = _legal_log_probs(log_probs, start_id=start_id, end_id=end_id, pad_id=pad_id, last=last)
         V = log_probs.size(1)
+        Ba = len(active)
+        row_base = (torch.arange(Ba, device=device) * K).unsqueeze(1)  # (Ba, 1) first flat row of each image
         alpha = state.get("alpha")  # (B*K, P) or None
         if alpha is not None:
             alpha = alpha.float()
             if alpha_hist is None:
                 alpha_hist = alpha.new_empty((B * K, 0, alpha.size(1)))  # (B*K, 0, P)
 
-        cand = beam_lp.view(B * K, 1) + log_probs  # (B*K, 1) + (B*K, V) -> (B*K, V)
+        cand = beam_lp.view(Ba * K, 1) + log_probs  # (Ba*K, 1) + (Ba*K, V) -> (Ba*K, V)
         n_cand = min(2 * K, K * V)
-        top_lp, top_idx = cand.view(B, K * V).topk(n_cand, dim=1)  # (B, K*V) -> (B, 2K), sorted desc
-        src_beam = torch.div(top_idx, V, rounding_mode="floor")  # (B, 2K) integer: which beam it extends
-        word = top_idx % V  # (B, 2K) integer: the token appended
-        src_row = row_base + src_beam  # (B, 1) + (B, 2K) -> (B, 2K) flat row in the B*K batch
-        is_end = word == end_id  # (B, 2K)
+        top_lp, top_idx = cand.view(Ba, K * V).topk(n_cand, dim=1)  # (Ba, K*V) -> (Ba, 2K), sorted desc
+        src_beam = torch.div(top_idx, V, rounding_mode="floor")  # (Ba, 2K) integer: which beam it extends
+        word = top_idx % V  # (Ba, 2K) integer: the token appended
+        src_row = row_base + src_beam  # (Ba, 1) + (Ba, 2K) -> (Ba, 2K) flat row in the Ba*K batch
+        is_end = word == end_id  # (Ba, 2K)
 
-        # 1) <end> candidates within the first K of a not-done image become finished hypotheses
-        not_done = torch.tensor([not d for d in done], device=device).unsqueeze(1)  # (B, 1)
-        fin_mask = is_end[:, :K] & torch.isfinite(top_lp[:, :K]) & not_done  # (B, K)
+        # 1) <end> candidates within the first K become finished hypotheses of their image
+        fin_mask = is_end[:, :K] & torch.isfinite(top_lp[:, :K])  # (Ba, K)
         closed: set[int] = set()
         if fin_mask.any():
-            bs, rs = fin_mask.nonzero(as_tuple=True)  # (N,), (N,)
+            bs, rs = fin_mask.nonzero(as_tuple=True)  # (N,), (N,): local image, candidate
             rows = src_row[bs, rs]  # (N,) flat source rows
             fin_tokens = history.index_select(0, rows).tolist()  # N x T
             fin_alphas = None
             if alpha_hist is not None and alpha is not None:
                 fin_alphas = torch.cat([alpha_hist.index_select(0, rows),  # (N, T, P)
                                         alpha.index_select(0, rows).unsqueeze(1)], dim=1).cpu()  # (N, T+1, P)
-            for j, (b, lp, row) in enumerate(zip(bs.tolist(), top_lp[bs, rs].tolist(), rows.tolist(), strict=True)):
+            for j, (i, lp, row) in enumerate(zip(bs.tolist(), top_lp[bs, rs].tolist(), rows.tolist(), strict=True)):
                 closed.add(row)
-                finished[b].append(Hypothesis(
+                finished[active[i]].append(Hypothesis(
                     tokens=fin_tokens[j], logprob=lp, score=_score(lp, t + 1, length_penalty), finished=True,
                     alphas=fin_alphas[j].clone() if fin_alphas is not None else None))
 
         if last:
             # live beams of max_len words whose <end> was impossible: reported as unfinished
-            beam_lp_list = beam_lp.tolist()  # B x K
-            hist_cpu = history.cpu()  # (B*K, T)
-            hist_alpha_cpu = alpha_hist.cpu() if alpha_hist is not None else None  # (B*K, T, P)
-            for b in range(B):
-                if done[b]:
-                    continue
-                for k, lp in enumerate(beam_lp_list[b]):
-                    row = b * K + k
+            beam_lp_list = beam_lp.tolist()  # Ba x K
+            hist_cpu = history.cpu()  # (Ba*K, T)
+            hist_alpha_cpu = alpha_hist.cpu() if alpha_hist is not None else None  # (Ba*K, T, P)
+            for i, b in enumerate(active):
+                for k, lp in enumerate(beam_lp_list[i]):
+                    row = i * K + k
                     if row in closed or not math.isfinite(lp):
                         continue
                     unfinished[b].append(Hypothesis(
@@ -355,36 +357,42 @@ def beam_search(
             break
 
         # 2) the first K non-<end> candidates become the live beams (stable sort puts <end>s last)
-        order = torch.sort(is_end.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (B, 2K) -> (B, K)
-        new_lp = top_lp.gather(1, order)  # (B, K)
-        new_lp = new_lp.masked_fill(is_end.gather(1, order), -math.inf)  # (B, K) (only if V == 1)
-        new_rows = src_row.gather(1, order).view(B * K)  # (B, K) -> (B*K,)
-        new_words = word.gather(1, order).view(B * K)  # (B, K) -> (B*K,)
+        order = torch.sort(is_end.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (Ba, 2K) -> (Ba, K)
+        new_lp = top_lp.gather(1, order)  # (Ba, K)
+        new_lp = new_lp.masked_fill(is_end.gather(1, order), -math.inf)  # (Ba, K) (only if V == 1)
 
-        # 3) one reorder for the decoder state; the histories follow the same index
-        state = decoder.reorder_state(state, new_rows)
-        history = torch.cat([history.index_select(0, new_rows), new_words.unsqueeze(1)], dim=1)  # (B*K, T+1)
-        if alpha_hist is not None and alpha is not None:
-            alpha_hist = torch.cat([alpha_hist.index_select(0, new_rows),  # (B*K, T, P)
-                                    alpha.index_select(0, new_rows).unsqueeze(1)], dim=1)  # (B*K, T+1, P)
-        beam_lp = new_lp
-        tokens = new_words
-
-        # 4) stopping, per image
-        best_live = beam_lp.max(dim=1).values.tolist()  # (B, K) -> B floats
-        for b in range(B):
-            if done[b]:
-                continue
-            if best_live[b] == -math.inf:
+        # 3) stopping, per image; the rows of images done now leave the batch in step 4
+        best_live = new_lp.max(dim=1).values.tolist()  # (Ba, K) -> Ba floats
+        keep = []  # local indices of the images still searching
+        for i, b in enumerate(active):
+            if best_live[i] == -math.inf:
                 done[b] = True
             elif length_penalty == 0:
                 if len(finished[b]) >= n_best:
                     nth = sorted((h.score for h in finished[b]), reverse=True)[n_best - 1]
-                    done[b] = nth >= best_live[b]
+                    done[b] = nth >= best_live[i]
             else:
                 done[b] = len(finished[b]) >= K
-        if all(done):
+            if not done[b]:
+                keep.append(i)
+        if not keep:
             break
+        if len(keep) < Ba:
+            kept = torch.tensor(keep, device=device)  # (Ba',)
+            order, new_lp = order.index_select(0, kept), new_lp.index_select(0, kept)  # (Ba', K)
+            src_row, word = src_row.index_select(0, kept), word.index_select(0, kept)  # (Ba', 2K)
+            active = [active[i] for i in keep]
+        new_rows = src_row.gather(1, order).view(-1)  # (Ba', K) -> (Ba'*K,) rows of the old batch
+        new_words = word.gather(1, order).view(-1)  # (Ba', K) -> (Ba'*K,)
+
+        # 4) one reorder for the decoder state (new beams, done images dropped); the histories follow
+        state = decoder.reorder_state(state, new_rows)
+        history = torch.cat([history.index_select(0, new_rows), new_words.unsqueeze(1)], dim=1)  # (Ba'*K, T+1)
+        if alpha_hist is not None and alpha is not None:
+            alpha_hist = torch.cat([alpha_hist.index_select(0, new_rows),  # (Ba'*K, T, P)
+                                    alpha.index_select(0, new_rows).unsqueeze(1)], dim=1)  # (Ba'*K, T+1, P)
+        beam_lp = new_lp
+        tokens = new_words
 
     results = []
     for b in range(B):

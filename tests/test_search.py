@@ -346,6 +346,26 @@ def test_batched_beam_equals_one_image_runs(k, length_penalty):
             assert h.score == approx(h.logprob / length ** length_penalty, 1e-6)
 
 
+def test_done_images_leave_the_batch():
+    """Rows of an image whose search is over are dropped, and the others' results do not change."""
+    d = TinyLSTMDecoder(15, seed=7, end_bias=0.5).eval()
+    pooled = features(8, 11)
+    rows: list[int] = []
+    step = d.step
+
+    def recording_step(tokens, state):
+        rows.append(tokens.shape[0])
+        return step(tokens, state)
+
+    d.step = recording_step
+    batched = beam_search(d, pooled, beam_size=5, max_len=10, **IDS)
+    shrinks = [(a, b) for a, b in zip(rows, rows[1:]) if b != a]
+    assert rows[0] == 8 * 5 and shrinks and all(b < a and b % 5 == 0 for a, b in shrinks)
+    d.step = step
+    singles = [beam_search(d, pooled[b:b + 1], beam_size=5, max_len=10, **IDS)[0] for b in range(8)]
+    assert [h[0].tokens for h in batched] == [h[0].tokens for h in singles]
+
+
 def test_batched_tables_differ_per_image():
     d = TableDecoder(list("ABCDE"), [GREEDY_TRAP, NBEST_TABLE, LENGTH_TABLE])
     out = beam_search(d, d.features([0, 1, 2, 1]), beam_size=3, max_len=6, **IDS)
