@@ -305,7 +305,7 @@ def beam_search(
 
     for t in range(max_len + 1):
         last = t == max_len
-        log_probs, state = decoder.step(tokens, state)  # (B*K, V)
+        log_probs, state = decoder.step(tokens, state)  # (Ba*K, V): K rows per image not done yet
         log_probs = _legal_log_probs(log_probs, start_id=start_id, end_id=end_id, pad_id=pad_id, last=last)
         V = log_probs.size(1)
         Ba = len(active)
