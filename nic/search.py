@@ -298,7 +298,6 @@ def beam_search(
     alpha_hist: Tensor | None = None  # (B*K, T, P) attention weights of each beam, when the decoder has them
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     unfinished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    done = [False] * B
     # The batch holds the images that are not done yet: local image i (rows i*K .. i*K+K-1)
     # is image active[i] of the input. Ba = len(active) <= B below.
     active = list(range(B))
@@ -366,14 +365,13 @@ def beam_search(
         keep = []  # local indices of the images still searching
         for i, b in enumerate(active):
             if best_live[i] == -math.inf:
-                done[b] = True
+                done = True
             elif length_penalty == 0:
-                if len(finished[b]) >= n_best:
-                    nth = sorted((h.score for h in finished[b]), reverse=True)[n_best - 1]
-                    done[b] = nth >= best_live[i]
+                done = len(finished[b]) >= n_best and (
+                    sorted((h.score for h in finished[b]), reverse=True)[n_best - 1] >= best_live[i])
             else:
-                done[b] = len(finished[b]) >= K
-            if not done[b]:
+                done = len(finished[b]) >= K
+            if not done:
                 keep.append(i)
         if not keep:
             break
