@@ -43,7 +43,8 @@ class ShowAttendTellDecoder(StepDecoderBase):
     model looked (its attention-weighted mean position). CNN features carry little absolute
     position, so without this the LSTM has no direct way to tell "left of" from "right of".
 
-    Shapes: B batch, T time, P grid locations, F feature channels (F + 2 with coordinates),
+    Shapes: B batch, T time, P grid locations, F pooled feature channels, C grid channels
+    (``grid_dim``; F unless the grid comes from lower in the CNN; C + 2 with coordinates),
     E embedding, H hidden, A attention, V vocabulary.
     """
 
@@ -54,6 +55,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
         *,
         vocab_size: int,
         feature_dim: int,
+        grid_dim: int | None = None,
         embed_dim: int = 512,
         hidden_dim: int = 512,
         attention_dim: int = 512,
@@ -64,12 +66,13 @@ class ShowAttendTellDecoder(StepDecoderBase):
     ) -> None:
         super().__init__()
         self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
+        self.grid_dim = feature_dim if grid_dim is None else grid_dim
         self.feature_dim, self.grid_coords = feature_dim, grid_coords
-        context_dim = feature_dim + 2 * grid_coords  # what attention reads and the LSTM receives
+        context_dim = self.grid_dim + 2 * grid_coords  # what attention reads and the LSTM receives
         self.image_embed = nn.Linear(feature_dim, embed_dim)  # W_I: pooled feature -> x_{-1}
         self.word_embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)  # E
-        self.init_h = nn.Linear(feature_dim, hidden_dim)  # f_init,h on the mean grid feature
-        self.init_c = nn.Linear(feature_dim, hidden_dim)  # f_init,c
+        self.init_h = nn.Linear(self.grid_dim, hidden_dim)  # f_init,h on the mean grid feature
+        self.init_c = nn.Linear(self.grid_dim, hidden_dim)  # f_init,c
         self.att_feature = nn.Linear(context_dim, attention_dim)  # U (precomputed per image)
         self.att_hidden = nn.Linear(hidden_dim, attention_dim, bias=False)  # W
         self.att_score = nn.Linear(attention_dim, 1)  # w
@@ -80,7 +83,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
 
     # ------------------------------------------------------------------ pieces
     def _with_coords(self, grid: Tensor) -> Tensor:
-        """grid (B, P, F) -> (B, P, F + 2) with each location's (x, y) in [-1, 1] (when grid_coords)."""
+        """grid (B, P, C) -> (B, P, C + 2) with each location's (x, y) in [-1, 1] (when grid_coords)."""
         _check_grid(grid)
         if not self.grid_coords:
             return grid
@@ -93,8 +96,8 @@ class ShowAttendTellDecoder(StepDecoderBase):
         return torch.cat([grid, coords.expand(grid.shape[0], -1, -1)], dim=2)
 
     def _initial(self, pooled: Tensor, grid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """grid (B, P, F [+2]) -> (grid projection U a (B, P, A), h (B, H), c (B, H)) after t = -1."""
-        mean = grid[..., : self.feature_dim].mean(dim=1)  # (B, F)
+        """grid (B, P, C [+2]) -> (grid projection U a (B, P, A), h (B, H), c (B, H)) after t = -1."""
+        mean = grid[..., : self.grid_dim].mean(dim=1)  # (B, C): the coordinates left out
         h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, H) each
         x_image = self.dropout(self.image_embed(pooled))  # (B, E)
         x = torch.cat([x_image, x_image.new_zeros(x_image.shape[0], grid.shape[2])], dim=1)  # (B, E+F): zero ctx
@@ -102,21 +105,21 @@ class ShowAttendTellDecoder(StepDecoderBase):
         return self.att_feature(grid), h, c
 
     def _attend(self, grid: Tensor, grid_proj: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """grid (B, P, F), grid_proj (B, P, A), h (B, H) -> (gated context z (B, F), alpha (B, P))."""
+        """grid (B, P, C), grid_proj (B, P, A), h (B, H) -> (gated context z (B, C), alpha (B, P))."""
         scores = self.att_score(torch.tanh(grid_proj + self.att_hidden(h).unsqueeze(1))).squeeze(2)  # (B, P)
         alpha = scores.softmax(dim=1)  # (B, P)
-        context = torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)  # (B, F)
-        return torch.sigmoid(self.gate(h)) * context, alpha  # beta (B, 1) * (B, F)
+        context = torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)  # (B, C)
+        return torch.sigmoid(self.gate(h)) * context, alpha  # beta (B, 1) * (B, C)
 
     # ------------------------------------------------------------------ step API
     def init_state(self, pooled: Tensor, grid: Tensor | None = None) -> State:
-        """pooled (B, F), grid (B, P, F) -> state after the t = -1 image step.
+        """pooled (B, F), grid (B, P, C) -> state after the t = -1 image step.
 
-        State (all batch-first): grid (B, P, F), grid_proj (B, P, A), image (B,) (the index
+        State (all batch-first): grid (B, P, C), grid_proj (B, P, A), image (B,) (the index
         of each row's image, see :meth:`reorder_state`), h (B, H), c (B, H), alpha (B, P)
         (zeros until the first word step).
         """
-        grid = self._with_coords(grid)  # (B, P, F [+2])
+        grid = self._with_coords(grid)  # (B, P, C [+2])
         grid_proj, h, c = self._initial(pooled, grid)
         image = torch.arange(grid.shape[0], device=grid.device)  # (B,) which image each row's grid is
         return {"grid": grid, "grid_proj": grid_proj, "image": image, "h": h, "c": c,
@@ -136,7 +139,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """tokens (B,) -> (log_probs (B, V), state with this step's attention ``alpha`` (B, P))."""
         h, c = state["h"], state["c"]
-        context, alpha = self._attend(state["grid"], state["grid_proj"], h)  # (B, F), (B, P)
+        context, alpha = self._attend(state["grid"], state["grid_proj"], h)  # (B, C), (B, P)
         x = torch.cat([self.dropout(self.word_embed(tokens)), context], dim=1)  # (B, E+F)
         h, c = self.cell(x, (h, c))  # (B, H) each
         log_probs = F.log_softmax(self.out(self.dropout(h)), dim=-1)  # (B, V)
@@ -145,19 +148,19 @@ class ShowAttendTellDecoder(StepDecoderBase):
     # ------------------------------------------------------------------ teacher forcing
     def forward(self, pooled: Tensor, grid: Tensor, captions: Tensor, *,
                 return_alphas: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher forcing: pooled (B, F), grid (B, P, F), captions (B, T) -> logits (B, T-1, V).
+        """Teacher forcing: pooled (B, F), grid (B, P, C), captions (B, T) -> logits (B, T-1, V).
 
         With ``return_alphas`` also the attention weights (B, T-1, P). Positions past a
         caption's ``<end>`` (its padding) get zero logits and zero alphas; they are never
         computed: the batch is sorted by caption length, and step t runs the LSTM only on
         the prefix of rows still inside their caption (the effective batch shrinks).
         """
-        grid = self._with_coords(grid)  # (B, P, F [+2])
+        grid = self._with_coords(grid)  # (B, P, C [+2])
         b, t_max = captions.shape[0], captions.shape[1] - 1
         steps = (captions[:, 1:] != self.pad_id).sum(dim=1)  # (B,) words to predict, <end> included
         order = steps.argsort(descending=True, stable=True)  # (B,) longest first
         steps_sorted = steps[order].tolist()
-        grid_s = grid[order]  # (B, P, F)
+        grid_s = grid[order]  # (B, P, C)
         grid_proj, h, c = self._initial(pooled[order], grid_s)  # (B, P, A), (B, H), (B, H)
         x_words = self.dropout(self.word_embed(captions[order, :-1]))  # (B, T-1, E)
         hs, alphas, active = [], [], []  # per step: h (n, H), alpha (n, P), n
@@ -194,7 +197,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
 def _check_grid(grid: Tensor | None) -> None:
     if grid is None or grid.dim() != 3:
         got = "None" if grid is None else f"shape {tuple(grid.shape)}"
-        raise ValueError(f"the attention decoder needs grid features (B, P, F), got {got}; "
+        raise ValueError(f"the attention decoder needs grid features (B, P, C), got {got}; "
                          "cache/compute features with grid=True (decoder.uses_grid)")
 
 

@@ -58,11 +58,12 @@ class Captioner:
         vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
         trained_encoder = ckpt.get("encoder") is not None
         encoder = build_encoder(ckpt["encoder_name"], weights=encoder_weights or cfg.encoder.weights,
-                                pretrained=not trained_encoder, grid_size=cfg.encoder.grid_size)
+                                pretrained=not trained_encoder, grid_size=cfg.encoder.grid_size,
+                                grid_below_top=cfg.encoder.grid_below_top)
         if trained_encoder:
             encoder.load_state_dict(ckpt["encoder"])
         decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                                pad_id=vocab.pad_id)
+                                grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
         decoder.load_state_dict(ckpt["decoder"])
         return cls(encoder, decoder, vocab, config=cfg, device=device)
 

@@ -82,6 +82,10 @@ class EncoderConfig:
     feature_dtype: str = "float16"
     # Adaptively average-pool the spatial grid to grid_size x grid_size (0: the CNN's own grid).
     grid_size: int = 0
+    # Attend over a lower feature map: the one entering the top k stages (0: the final map).
+    # Lower maps are finer and more local (EfficientNet-Lite0 k = 3: blocks.4, 14x14x112;
+    # ResNet k = 1: layer3, 14x14x1024); Xu et al. used VGG's 14x14 conv5_4. Pooled stays final.
+    grid_below_top: int = 0
     # Fine-tuning (as in Show and Tell): after `finetune_after` epochs of training the
     # decoder on the frozen CNN, unfreeze its top `finetune_blocks` blocks (-1: all) and
     # train them with learning rate `finetune_lr`. 0 epochs / 0 blocks: never.

@@ -118,8 +118,13 @@ DECODERS: dict[str, Callable[..., StepDecoderBase]] = {
 }
 
 
-def build_decoder(cfg, *, vocab_size: int, feature_dim: int, pad_id: int = 0) -> StepDecoderBase:
-    """Build the decoder a :class:`nic.config.DecoderConfig` describes."""
+def build_decoder(cfg, *, vocab_size: int, feature_dim: int, grid_dim: int | None = None,
+                  pad_id: int = 0) -> StepDecoderBase:
+    """Build the decoder a :class:`nic.config.DecoderConfig` describes.
+
+    ``feature_dim``: F of the pooled vector; ``grid_dim``: channels of a grid location
+    (attention only; default ``feature_dim``).
+    """
     if cfg.type not in DECODERS:
         raise ValueError(f"unknown decoder type {cfg.type!r}; valid types: {sorted(DECODERS)}")
     common = dict(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=cfg.embed_dim,
@@ -128,6 +133,6 @@ def build_decoder(cfg, *, vocab_size: int, feature_dim: int, pad_id: int = 0) ->
         if cfg.num_layers != 1:
             raise ValueError(f"decoder.num_layers={cfg.num_layers}: the attention decoder has one LSTM layer; "
                              "set decoder.num_layers: 1")
-        return DECODERS[cfg.type](**common, attention_dim=cfg.attention_dim, alpha_c=cfg.alpha_c,
-                                 grid_coords=cfg.grid_coords)
+        return DECODERS[cfg.type](**common, grid_dim=grid_dim, attention_dim=cfg.attention_dim,
+                                 alpha_c=cfg.alpha_c, grid_coords=cfg.grid_coords)
     return DECODERS[cfg.type](**common, num_layers=cfg.num_layers)

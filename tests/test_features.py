@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -87,6 +89,29 @@ def test_reuse_and_invalidation(store):
     cache_features(tiny_encoder(seed=1), store, grid=True, batch_size=4, progress=False)  # other weights, same name
     assert path.stat().st_mtime_ns != mtime
     assert not list(path.parent.glob("*.partial")) and not list(path.parent.glob("*.progress.json"))
+
+
+def test_grid_settings_get_their_own_cache_and_a_stale_grid_is_recomputed(store):
+    """Same weights, another encoder.grid_size: another cache file; a grid of the wrong shape is never served."""
+    encoder = tiny_encoder()
+    path = cache_features(encoder, store, grid=True, batch_size=4, progress=False)
+    pooled_1x1 = tiny_encoder()
+    pooled_1x1.grid_size = 1
+    assert encoder_digest(pooled_1x1) == encoder_digest(encoder) and pooled_1x1.cache_name == "tiny.grid1"
+    path_1x1 = cache_features(pooled_1x1, store, grid=True, batch_size=4, progress=False)
+    assert path_1x1 == feature_path(store, "tiny.grid1") != path
+    with h5py.File(path) as f, h5py.File(path_1x1) as f1:
+        assert f["grid"].shape == (N_IMAGES, 4, 6) and f1["grid"].shape == (N_IMAGES, 1, 6)
+        np.testing.assert_allclose(f1["grid"][:, 0].astype(np.float32), f1["pooled"][:].astype(np.float32),
+                                   rtol=1e-3, atol=1e-3)
+    # a cache under the right name whose grid has another shape (e.g. written by an older nic) is stale
+    path_1x1.unlink()
+    shutil.copy(path, path_1x1)
+    with h5py.File(path_1x1, "r+") as f:
+        f.attrs["encoder"] = "tiny.grid1"
+    cache_features(pooled_1x1, store, grid=True, batch_size=4, progress=False)
+    with h5py.File(path_1x1) as f:
+        assert f["grid"].shape == (N_IMAGES, 1, 6) and f.attrs["grid_locations"] == 1
 
 
 def test_interrupted_cache_resumes_and_matches(store, monkeypatch):

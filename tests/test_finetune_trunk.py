@@ -123,3 +123,22 @@ def test_an_impossible_finetune_blocks_fails_at_setup(data_root):  # noqa: F811
     with pytest.raises(ValueError, match=r"encoder.finetune_blocks=12: efficientnet_lite0 has 9 stages"):
         train(tiny_config(data_root, "bad_blocks", "--encoder.finetune_blocks=12", "--encoder.finetune_after=5"),
               progress=False)
+
+
+def test_attention_over_a_lower_grid_caches_it_and_decodes_alike_from_cache_or_images(data_root):  # noqa: F811
+    attention = ("--decoder.type=attention", "--decoder.attention_dim=16", "--encoder.grid_below_top=3")
+    run_dir = train(tiny_config(data_root, "lower_grid", *attention, "--encoder.grid_size=4", "--train.epochs=1"),
+                    progress=False)
+    cache = feature_path(store_path(data_root / "stores", "val"), "efficientnet_lite0.below3.grid4")
+    with h5py.File(cache, "r") as f:  # blocks.4's 14x14x112 map pooled to 4x4; the pooled vector stays final
+        assert f["grid"].shape[1:] == (16, 112) and f["pooled"].shape[1] == 1280
+    captioner = Captioner.from_checkpoint(run_dir / "last.pt")
+    assert (captioner.encoder.grid_dim, captioner.encoder.grid_side) == (112, 4)
+    store = StoreReader(store_path(data_root / "stores", "val"))
+    via_cache = decode_split(captioner, store, FeatureReader(cache, grid=True), beam_size=3, max_len=6)
+    via_images = decode_split(captioner, store, None, beam_size=3, max_len=6)
+    assert [c[0].words for c in via_cache.captions] == [c[0].words for c in via_images.captions]
+    assert via_images.captions[0][0].alphas.shape[1] == 16
+    with pytest.raises(ValueError, match="grid_below_top=3 takes the grid from inside the frozen trunk"):
+        train(tiny_config(data_root, "lower_grid_ft", *attention, "--encoder.finetune_blocks=2",
+                          "--encoder.finetune_after=1"), progress=False)
