@@ -309,7 +309,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     features = None
     if cfg.encoder.freeze:
         # a model whose top CNN stages were fine-tuned on a cached trunk reuses that trunk cache
-        source, grid = feature_source(cfg, captioner.encoder, captioner.uses_grid)
+        source, grid = feature_source(cfg, captioner.encoder, captioner.uses_grid,
+                                      finetuned=captioner.encoder_trained)
         cache = cache_features(source, path, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
                                progress=progress)
         features = FeatureReader(cache, grid=grid)

@@ -43,8 +43,10 @@ class Caption:
 
 class Captioner:
     def __init__(self, encoder: Encoder, decoder: StepDecoderBase, vocab: Vocabulary, *,
-                 config: Config | None = None, device: str | torch.device = "cpu") -> None:
+                 config: Config | None = None, device: str | torch.device = "cpu",
+                 encoder_trained: bool = False) -> None:
         self.device = torch.device(device)
+        self.encoder_trained = encoder_trained  # the checkpoint carried CNN weights (fine-tuned)
         self.encoder = encoder.to(self.device).eval()
         self.decoder = decoder.to(self.device).eval()
         self.vocab = vocab
@@ -65,7 +67,7 @@ class Captioner:
         decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
                                 grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
         decoder.load_state_dict(ckpt["decoder"])
-        return cls(encoder, decoder, vocab, config=cfg, device=device)
+        return cls(encoder, decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
 
     # ------------------------------------------------------------------ decoding
     @torch.inference_mode()

@@ -92,9 +92,9 @@ class EncoderConfig:
     finetune_after: int = 0
     finetune_blocks: int = 0
     finetune_lr: float = 1e-5
-    # With freeze: true and 0 < finetune_blocks < all: cache the output of the frozen trunk
-    # below the top blocks (not the final features), and run only those blocks each step:
-    # frozen until finetune_after, trained from then on (see train.group_captions).
+    # With freeze: true and 0 < finetune_blocks < all: also cache the output of the frozen
+    # trunk below the top blocks; until finetune_after, training reads the final features,
+    # from then on the trunk, and only the top blocks run each step (see train.group_captions).
     # false: cache final features, then run the whole CNN on images once fine-tuning.
     cache_trunk: bool = True
 

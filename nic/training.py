@@ -147,12 +147,14 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     stores: dict[str, StoreReader]
-    features: dict[str, FeatureReader | None]
+    features: dict[str, FeatureReader | None]  # what batches read now (None: images)
     sampler: EpochSampler
     per_rank_batch: int  # items (captions, or images with all their captions) per process and step
     state: TrainState = field(default_factory=TrainState)
     ddp: nn.Module | None = None
     writer: Any = None
+    # the trunk caches fine-tuning switches to (encoder.cache_trunk); None: no trunk split
+    trunk_features: dict[str, FeatureReader | None] | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -279,13 +281,16 @@ def trunk_split(cfg: Config, encoder: Encoder) -> int:
     return e.finetune_blocks
 
 
-def feature_source(cfg: Config, encoder: Encoder, uses_grid: bool) -> tuple[Encoder | TrunkView, bool]:
-    """What the feature cache of this config holds: (the module to cache, with grid features?).
+def feature_source(cfg: Config, encoder: Encoder, uses_grid: bool, *,
+                   finetuned: bool) -> tuple[Encoder | TrunkView, bool]:
+    """What the feature cache holds for this config: (the module to cache, with grid features?).
 
-    The frozen trunk (always as a grid) when the top stages are fine-tuned on it, else the
-    encoder's own features (a grid only for decoders that attend over one).
+    Once the top stages are fine-tuned on a cached trunk (``finetuned``), the frozen trunk
+    (always as a grid); before that, and without a trunk split, the encoder's own final
+    features (a grid only for decoders that attend over one): while the CNN is frozen its
+    head's output never changes, so it is cached too instead of recomputed every step.
     """
-    top = trunk_split(cfg, encoder)
+    top = trunk_split(cfg, encoder) if finetuned else 0
     return (TrunkView(encoder, top), True) if top else (encoder, uses_grid)
 
 
@@ -334,8 +339,14 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
         encoder.eval()
-    source, grid = feature_source(cfg, encoder, decoder.uses_grid)
+    # frozen epochs read the final features; fine-tuning on a cached trunk switches to the trunk
+    source, grid = feature_source(cfg, encoder, decoder.uses_grid, finetuned=False)
     features = prepare_features(cfg, source, store_dir, device, grid=grid, dist_info=dist_info, progress=progress)
+    trunk_features = None
+    if trunk_top:
+        source, grid = feature_source(cfg, encoder, decoder.uses_grid, finetuned=True)
+        trunk_features = prepare_features(cfg, source, store_dir, device, grid=grid, dist_info=dist_info,
+                                          progress=progress)
     stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
     train_store = stores["train"]
     if cfg.train.group_captions:  # whole images per batch: about train.batch_size captions
@@ -351,7 +362,7 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     run = Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, vocab=vocab, model=model,
               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
               scaler=torch.amp.GradScaler("cuda", enabled=False), stores=stores, features=features,
-              sampler=sampler, per_rank_batch=per_rank)
+              sampler=sampler, per_rank_batch=per_rank, trunk_features=trunk_features)
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     wrap_ddp(run)
     return run
@@ -374,8 +385,8 @@ def start_finetuning(run: Run) -> None:
                                    "initial_lr": e.finetune_lr, "weight_decay": run.cfg.train.weight_decay})
     run.scheduler.base_lrs.append(e.finetune_lr)
     run.scheduler.lr_lambdas.append(factor)
-    if not run.trunk_top:
-        run.features = {k: None for k in run.features}  # images from now on: the CNN changes
+    # from now on the head changes: its input comes from the trunk cache, or from images
+    run.features = run.trunk_features if run.trunk_top else {k: None for k in run.features}
     run.state.finetuning = True
     wrap_ddp(run)
 

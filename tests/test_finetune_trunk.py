@@ -142,3 +142,24 @@ def test_attention_over_a_lower_grid_caches_it_and_decodes_alike_from_cache_or_i
     with pytest.raises(ValueError, match="grid_below_top=3 takes the grid from inside the frozen trunk"):
         train(tiny_config(data_root, "lower_grid_ft", *attention, "--encoder.finetune_blocks=2",
                           "--encoder.finetune_after=1"), progress=False)
+
+
+def test_frozen_epochs_read_the_final_features_and_fine_tuning_the_trunk(data_root, monkeypatch):  # noqa: F811
+    """Before finetune_after the head is frozen: its output comes from the final-feature cache, not recomputed."""
+    from nic.encoders import Encoder
+
+    calls = []
+    original = Encoder.forward_cached_trunk
+
+    def counting(self, grid, top):
+        calls.append(grid.shape[0])
+        return original(self, grid, top)
+
+    monkeypatch.setattr(Encoder, "forward_cached_trunk", counting)
+    ft = ("--encoder.finetune_blocks=2", "--encoder.finetune_lr=0.001", "--train.epochs=2")
+    train(tiny_config(data_root, "frozen_phase", *ft, "--encoder.finetune_after=2"), progress=False)
+    assert calls == []  # two frozen epochs (training, validation loss and decoding): no head run
+    for name in ("efficientnet_lite0", "efficientnet_lite0.trunk2"):  # both caches exist, for the switch
+        assert feature_path(store_path(data_root / "stores", "train"), name).exists()
+    train(tiny_config(data_root, "tuned_phase", *ft, "--encoder.finetune_after=1"), progress=False)
+    assert calls  # the second epoch fine-tunes the head on the cached trunk
