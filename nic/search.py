@@ -295,7 +295,7 @@ def beam_search(
     beam_lp[:, 0] = 0.0  # the K beams are identical at first: extend only beam 0
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (B*K,) last token of each beam
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)  # (B*K, T) words of each beam
-    alpha_hist: Tensor | None = None  # (B*K, T, P) attention weights of each beam, when the decoder has them
+    alpha_hist: Tensor | None = None  # (Ba*K, T, P) attention weights of each beam, when the decoder has them
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     unfinished: list[list[Hypothesis]] = [[] for _ in range(B)]
     # The batch holds the images that are not done yet: local image i (rows i*K .. i*K+K-1)
@@ -309,7 +309,7 @@ def beam_search(
         V = log_probs.size(1)
         Ba = len(active)
         row_base = (torch.arange(Ba, device=device) * K).unsqueeze(1)  # (Ba, 1) first flat row of each image
-        alpha = state.get("alpha")  # (B*K, P) or None
+        alpha = state.get("alpha")  # (Ba*K, P) or None
         if alpha is not None:
             alpha = alpha.float()
             if alpha_hist is None:

@@ -386,7 +386,7 @@ def start_finetuning(run: Run) -> None:
     run.scheduler.base_lrs.append(e.finetune_lr)
     run.scheduler.lr_lambdas.append(factor)
     # from now on the head changes: its input comes from the trunk cache, or from images
-    run.features = run.trunk_features if run.trunk_top else {k: None for k in run.features}
+    run.features = run.trunk_features if run.trunk_features is not None else {k: None for k in run.features}
     run.state.finetuning = True
     wrap_ddp(run)
 
