@@ -31,7 +31,20 @@ class ShowAttendTellDecoder(StepDecoderBase):
        ``z_t = beta_t * sum_i alpha_ti a_i`` where
        ``alpha_t = softmax_i(w^T tanh(U a_i + W h_{t-1}))`` (additive / Bahdanau attention;
        ``U a_i`` is computed once per image) and ``beta_t = sigmoid(f_beta(h_{t-1}))`` is the
-       paper's gating *scalar*. Then ``p(y_{t+1}) = softmax(L_o dropout(h_t))``.
+       paper's gating *scalar*. Then ``p(y_{t+1}) = softmax(L_o dropout(h_t))``, or with
+       ``deep_output`` the paper's eq. 7, ``softmax(L_o dropout(E y_t + L_h h_t + L_z z_t))``.
+
+    ``attention_query`` says which state asks where to look:
+
+    * ``"previous"`` (the paper): ``h_{t-1}``, as above. The query has not yet read the word
+      ``y_t``, so when the model has just said "red", it cannot look for the red thing
+      before it predicts the next word ("circle"); it only can one step later.
+    * ``"current"`` (an extension, the order of Lu et al. 2017's spatial attention): the
+      LSTM first reads ``[E y_t ; z_{t-1}]`` (the previous step's context), then
+      ``alpha_t``, ``beta_t`` and ``z_t`` come from ``h_t``, and ``z_t`` reaches the word
+      prediction through the deep output (and the LSTM at the next step). The model
+      looks for what it has just named. On shapes this is what made attention bind colours
+      to shapes and land on objects (README, Results); it needs ``deep_output``.
 
     Training minimises the per-word NLL plus the doubly stochastic regulariser
     ``alpha_c * sum_i (1 - sum_t alpha_ti)^2`` (averaged over the batch; steps past each
@@ -63,8 +76,16 @@ class ShowAttendTellDecoder(StepDecoderBase):
         pad_id: int = 0,
         alpha_c: float = 1.0,
         grid_coords: bool = False,
+        attention_query: str = "previous",
+        deep_output: bool = False,
     ) -> None:
         super().__init__()
+        if attention_query not in ATTENTION_QUERIES:
+            raise ValueError(f"decoder.attention_query={attention_query!r}: use one of {ATTENTION_QUERIES}")
+        if attention_query == "current" and not deep_output:
+            raise ValueError("decoder.attention_query='current' attends after the LSTM step, so its context reaches "
+                             "the word prediction only through the deep output: set decoder.deep_output: true")
+        self.attention_query, self.deep_output = attention_query, deep_output
         self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
         self.grid_dim = feature_dim if grid_dim is None else grid_dim
         self.feature_dim, self.grid_coords = feature_dim, grid_coords
@@ -79,7 +100,12 @@ class ShowAttendTellDecoder(StepDecoderBase):
         self.gate = nn.Linear(hidden_dim, 1)  # f_beta: the gating scalar
         self.cell = nn.LSTMCell(embed_dim + context_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)  # L_o
+        if deep_output:  # the paper's eq. 7: L_o(E y + L_h h + L_z z)
+            self.deep_h = nn.Linear(hidden_dim, embed_dim)  # L_h
+            self.deep_z = nn.Linear(context_dim, embed_dim, bias=False)  # L_z
+            self.out = nn.Linear(embed_dim, vocab_size)  # L_o
+        else:
+            self.out = nn.Linear(hidden_dim, vocab_size)  # L_o
 
     # ------------------------------------------------------------------ pieces
     def _with_coords(self, grid: Tensor) -> Tensor:
@@ -116,13 +142,14 @@ class ShowAttendTellDecoder(StepDecoderBase):
         """pooled (B, F), grid (B, P, C) -> state after the t = -1 image step.
 
         State (all batch-first): grid (B, P, C), grid_proj (B, P, A), image (B,) (the index
-        of each row's image, see :meth:`reorder_state`), h (B, H), c (B, H), alpha (B, P)
-        (zeros until the first word step).
+        of each row's image, see :meth:`reorder_state`), h (B, H), c (B, H), context (B, C)
+        and alpha (B, P) of the last step (zeros until the first word step).
         """
         grid = self._with_coords(grid)  # (B, P, C [+2])
         grid_proj, h, c = self._initial(pooled, grid)
         image = torch.arange(grid.shape[0], device=grid.device)  # (B,) which image each row's grid is
         return {"grid": grid, "grid_proj": grid_proj, "image": image, "h": h, "c": c,
+                "context": grid.new_zeros(grid.shape[0], grid.shape[2]),
                 "alpha": grid.new_zeros(grid.shape[0], grid.shape[1])}
 
     def reorder_state(self, state: State, index: Tensor) -> State:
@@ -136,14 +163,31 @@ class ShowAttendTellDecoder(StepDecoderBase):
         return {k: v if keep and k in ("grid", "grid_proj") else v.index_select(0, index)
                 for k, v in state.items()}
 
+    def _output(self, e: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        """Word logits (n, V) from the input word's (dropped-out) embedding e, h_t and the context z_t."""
+        if self.deep_output:
+            return self.out(self.dropout(e + self.deep_h(h) + self.deep_z(z)))
+        return self.out(self.dropout(h))
+
+    def _word_step(self, e: Tensor, h: Tensor, c: Tensor, z: Tensor, grid: Tensor,
+                   grid_proj: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One word step on n rows: e (n, E), h/c (n, H), z = the previous step's context (n, C),
+        grid (n, P, C), grid_proj (n, P, A) -> (h, c, this step's context z (n, C), alpha (n, P))."""
+        if self.attention_query == "current":  # read the word, then look
+            h, c = self.cell(torch.cat([e, z], dim=1), (h, c))
+            z, alpha = self._attend(grid, grid_proj, h)
+        else:  # look, then read the word with what was seen (the paper)
+            z, alpha = self._attend(grid, grid_proj, h)
+            h, c = self.cell(torch.cat([e, z], dim=1), (h, c))
+        return h, c, z, alpha
+
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """tokens (B,) -> (log_probs (B, V), state with this step's attention ``alpha`` (B, P))."""
-        h, c = state["h"], state["c"]
-        context, alpha = self._attend(state["grid"], state["grid_proj"], h)  # (B, C), (B, P)
-        x = torch.cat([self.dropout(self.word_embed(tokens)), context], dim=1)  # (B, E+F)
-        h, c = self.cell(x, (h, c))  # (B, H) each
-        log_probs = F.log_softmax(self.out(self.dropout(h)), dim=-1)  # (B, V)
-        return log_probs, {**state, "h": h, "c": c, "alpha": alpha}
+        e = self.dropout(self.word_embed(tokens))  # (B, E)
+        h, c, z, alpha = self._word_step(e, state["h"], state["c"], state["context"], state["grid"],
+                                         state["grid_proj"])
+        log_probs = F.log_softmax(self._output(e, h, z), dim=-1)  # (B, V)
+        return log_probs, {**state, "h": h, "c": c, "context": z, "alpha": alpha}
 
     # ------------------------------------------------------------------ teacher forcing
     def forward(self, pooled: Tensor, grid: Tensor, captions: Tensor, *,
@@ -163,22 +207,24 @@ class ShowAttendTellDecoder(StepDecoderBase):
         grid_s = grid[order]  # (B, P, C)
         grid_proj, h, c = self._initial(pooled[order], grid_s)  # (B, P, A), (B, H), (B, H)
         x_words = self.dropout(self.word_embed(captions[order, :-1]))  # (B, T-1, E)
-        hs, alphas, active = [], [], []  # per step: h (n, H), alpha (n, P), n
+        z = grid.new_zeros(b, grid.shape[2])  # (B, C): the previous step's context
+        es, hs, zs, alphas, active = [], [], [], [], []  # per step: e (n, E), h (n, H), z (n, C), alpha (n, P), n
         for t in range(t_max):
             n = sum(s > t for s in steps_sorted)  # rows still inside their caption (a prefix)
             if n == 0:
                 break
-            h, c = h[:n], c[:n]
-            context, alpha = self._attend(grid_s[:n], grid_proj[:n], h)  # (n, F), (n, P)
-            h, c = self.cell(torch.cat([x_words[:n, t], context], dim=1), (h, c))  # (n, H)
+            h, c, z, alpha = self._word_step(x_words[:n, t], h[:n], c[:n], z[:n], grid_s[:n], grid_proj[:n])
+            es.append(x_words[:n, t])
             hs.append(h)
+            zs.append(z)
             alphas.append(alpha)
             active.append(n)
-        # one output projection over all N real positions, scattered back to (B, T-1) in input order
+        # one output layer over all N real positions, scattered back to (B, T-1) in input order
         rows = torch.cat([order[:n] for n in active]) if active else order[:0]  # (N,) original row
         cols = torch.cat([torch.full((n,), t, dtype=torch.long, device=order.device)
                           for t, n in enumerate(active)]) if active else order[:0]  # (N,) its step
-        logits = self.out(self.dropout(torch.cat(hs) if hs else h[:0]))  # (N, V)
+        logits = (self._output(torch.cat(es), torch.cat(hs), torch.cat(zs)) if active
+                  else self.out.weight.new_zeros(0, self.vocab_size))  # (N, V)
         out = logits.new_zeros(b, t_max, self.vocab_size).index_put((rows, cols), logits)  # (B, T-1, V)
         if not return_alphas:
             return out
@@ -192,6 +238,9 @@ class ShowAttendTellDecoder(StepDecoderBase):
         nll = sequence_nll(logits, captions, self.pad_id)
         reg = self.alpha_c * attention_regularizer(alphas)
         return nll + reg, {"nll": float(nll.detach()), "attention_reg": float(reg.detach())}
+
+
+ATTENTION_QUERIES = ("previous", "current")
 
 
 def _check_grid(grid: Tensor | None) -> None:

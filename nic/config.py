@@ -118,6 +118,13 @@ class DecoderConfig:
     # Attention decoder only, an extension (not in the paper): append each grid location's
     # (x, y) to its feature, so the context says where the model looked (spatial relations).
     grid_coords: bool = False
+    # Attention decoder only: which LSTM state queries the attention. "previous" (the paper):
+    # h_{t-1}, before the step reads its word. "current" (an extension, as in Lu et al. 2017):
+    # h_t, after it, so the model looks for what it has just named; needs deep_output.
+    attention_query: str = "previous"
+    # Attention decoder only: the paper's deep output layer (its eq. 7),
+    # p(word) = softmax(L_o(E y + L_h h + L_z z)), instead of softmax(L_o h).
+    deep_output: bool = False
 
 
 @dataclass

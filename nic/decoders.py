@@ -134,5 +134,6 @@ def build_decoder(cfg, *, vocab_size: int, feature_dim: int, grid_dim: int | Non
             raise ValueError(f"decoder.num_layers={cfg.num_layers}: the attention decoder has one LSTM layer; "
                              "set decoder.num_layers: 1")
         return DECODERS[cfg.type](**common, grid_dim=grid_dim, attention_dim=cfg.attention_dim,
-                                 alpha_c=cfg.alpha_c, grid_coords=cfg.grid_coords)
+                                 alpha_c=cfg.alpha_c, grid_coords=cfg.grid_coords,
+                                 attention_query=cfg.attention_query, deep_output=cfg.deep_output)
     return DECODERS[cfg.type](**common, num_layers=cfg.num_layers)

@@ -59,9 +59,13 @@ def test_attention_weights_sum_to_one_in_step_and_forward():
     assert (alphas[~real] == 0).all() and (logits[~real] == 0).all()  # padding is never computed
 
 
-@pytest.mark.parametrize("coords", [False, True])
-def test_forward_equals_stepwise_decoding_with_mixed_lengths(coords):
-    d = make(grid_coords=coords)
+VARIANTS = [dict(grid_coords=False), dict(grid_coords=True), dict(deep_output=True),
+            dict(grid_coords=True, attention_query="current", deep_output=True)]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_forward_equals_stepwise_decoding_with_mixed_lengths(options):
+    d = make(**options)
     pooled, grid = features()
     logits, alphas = d(pooled, grid, CAPTIONS, return_alphas=True)
     full = logits.log_softmax(-1)  # (B, T-1, V)
@@ -180,11 +184,11 @@ needs_search = pytest.mark.skipif(not HAS_SEARCH, reason="nic/search.py is not i
 
 
 @needs_search
-@pytest.mark.parametrize("coords", [False, True])
-def test_batched_beam_search_equals_per_image_and_returns_alphas(coords):
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_batched_beam_search_equals_per_image_and_returns_alphas(options):
     from nic.search import beam_search
 
-    d = make(grid_coords=coords)
+    d = make(**options)
     pooled, grid = features(3, seed=3)
     ids = dict(start_id=START, end_id=END, pad_id=0, max_len=6)
     batched = beam_search(d, pooled, grid, beam_size=20, n_best=3, **ids)
@@ -288,3 +292,33 @@ def test_grid_coords_tell_the_lstm_where_attention_looked():
     assert make(grid_coords=False).cell.input_size == E + F and d.cell.input_size == E + F + 2
     with pytest.raises(ValueError, match="square grid"):
         d.init_state(torch.zeros(1, F), torch.zeros(1, 3, F))
+
+
+def test_current_query_looks_after_reading_the_word_and_feeds_the_output():
+    """attention_query='current': the LSTM reads [word ; previous context], then h_t asks where to look,
+    and the context reaches the word logits through the deep output (L_o(E y + L_h h + L_z z))."""
+    d = make(attention_query="current", deep_output=True)
+    pooled, grid = features(2)
+    state = d.init_state(pooled, grid)
+    assert (state["context"] == 0).all()  # no context before the first word
+    tokens = torch.tensor([START, START])
+    lp, new = d.step(tokens, state)
+    e = d.word_embed(tokens)
+    h, c = d.cell(torch.cat([e, state["context"]], 1), (state["h"], state["c"]))
+    torch.testing.assert_close(new["h"], h)
+    scores = d.att_score(torch.tanh(state["grid_proj"] + d.att_hidden(h).unsqueeze(1))).squeeze(2)
+    torch.testing.assert_close(new["alpha"], scores.softmax(1))  # from h_t, not h_{t-1}
+    z = torch.sigmoid(d.gate(h)) * torch.bmm(new["alpha"].unsqueeze(1), grid).squeeze(1)
+    torch.testing.assert_close(new["context"], z)
+    torch.testing.assert_close(lp, d.out(e + d.deep_h(h) + d.deep_z(z)).log_softmax(-1))
+    # the next step reads this context with its word
+    _, nxt = d.step(torch.tensor([5, 6]), new)
+    h2, _ = d.cell(torch.cat([d.word_embed(torch.tensor([5, 6])), z], 1), (new["h"], new["c"]))
+    torch.testing.assert_close(nxt["h"], h2)
+
+
+def test_attention_query_options_are_checked():
+    with pytest.raises(ValueError, match="attention_query"):
+        make(attention_query="next")
+    with pytest.raises(ValueError, match="deep_output: true"):
+        make(attention_query="current")  # its context would never reach a word prediction

@@ -126,7 +126,8 @@ def test_an_impossible_finetune_blocks_fails_at_setup(data_root):  # noqa: F811
 
 
 def test_attention_over_a_lower_grid_caches_it_and_decodes_alike_from_cache_or_images(data_root):  # noqa: F811
-    attention = ("--decoder.type=attention", "--decoder.attention_dim=16", "--encoder.grid_below_top=3")
+    attention = ("--decoder.type=attention", "--decoder.attention_dim=16", "--encoder.grid_below_top=3",
+                 "--decoder.attention_query=current", "--decoder.deep_output=true")  # as attention_shapes.yaml
     run_dir = train(tiny_config(data_root, "lower_grid", *attention, "--encoder.grid_size=4", "--train.epochs=1"),
                     progress=False)
     cache = feature_path(store_path(data_root / "stores", "val"), "efficientnet_lite0.below3.grid4")
@@ -134,6 +135,7 @@ def test_attention_over_a_lower_grid_caches_it_and_decodes_alike_from_cache_or_i
         assert f["grid"].shape[1:] == (16, 112) and f["pooled"].shape[1] == 1280
     captioner = Captioner.from_checkpoint(run_dir / "last.pt")
     assert (captioner.encoder.grid_dim, captioner.encoder.grid_side) == (112, 4)
+    assert (captioner.decoder.attention_query, captioner.decoder.deep_output) == ("current", True)
     store = StoreReader(store_path(data_root / "stores", "val"))
     via_cache = decode_split(captioner, store, FeatureReader(cache, grid=True), beam_size=3, max_len=6)
     via_images = decode_split(captioner, store, None, beam_size=3, max_len=6)
