@@ -55,6 +55,10 @@ class ShowAttendTellDecoder(StepDecoderBase):
     (x, y) centre in [-1, 1] to its feature, so the context vector also says *where* the
     model looked (its attention-weighted mean position). CNN features carry little absolute
     position, so without this the LSTM has no direct way to tell "left of" from "right of".
+    ``grid_coords_scale`` multiplies them (the features of a CNN map are far larger than
+    [-1, 1]: ``blocks.4`` of EfficientNet-Lite0 has a standard deviation of ~6), and with
+    ``grid_coords_gated`` false the gating scalar beta leaves them alone, so the position of
+    what the model looks at always reaches the LSTM and the deep output at full strength.
 
     Shapes: B batch, T time, P grid locations, F pooled feature channels, C grid channels
     (``grid_dim``; F unless the grid comes from lower in the CNN; C + 2 with coordinates),
@@ -78,6 +82,8 @@ class ShowAttendTellDecoder(StepDecoderBase):
         grid_coords: bool = False,
         attention_query: str = "previous",
         deep_output: bool = False,
+        grid_coords_scale: float = 1.0,
+        grid_coords_gated: bool = True,
     ) -> None:
         super().__init__()
         if attention_query not in ATTENTION_QUERIES:
@@ -89,6 +95,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
         self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
         self.grid_dim = feature_dim if grid_dim is None else grid_dim
         self.feature_dim, self.grid_coords = feature_dim, grid_coords
+        self.grid_coords_scale, self.grid_coords_gated = grid_coords_scale, grid_coords_gated
         context_dim = self.grid_dim + 2 * grid_coords  # what attention reads and the LSTM receives
         self.image_embed = nn.Linear(feature_dim, embed_dim)  # W_I: pooled feature -> x_{-1}
         self.word_embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)  # E
@@ -109,14 +116,16 @@ class ShowAttendTellDecoder(StepDecoderBase):
 
     # ------------------------------------------------------------------ pieces
     def _with_coords(self, grid: Tensor) -> Tensor:
-        """grid (B, P, C) -> (B, P, C + 2) with each location's (x, y) in [-1, 1] (when grid_coords)."""
+        """grid (B, P, C) -> (B, P, C + 2) with each location's (x, y) in [-1, 1] times grid_coords_scale
+        (when grid_coords)."""
         _check_grid(grid)
         if not self.grid_coords:
             return grid
         side = math.isqrt(grid.shape[1])
         if side * side != grid.shape[1]:
             raise ValueError(f"decoder.grid_coords needs a square grid, got {grid.shape[1]} locations")
-        centres = (torch.arange(side, device=grid.device, dtype=grid.dtype) + 0.5) / side * 2 - 1  # (s,)
+        centres = ((torch.arange(side, device=grid.device, dtype=grid.dtype) + 0.5) / side * 2 - 1
+                   ) * self.grid_coords_scale  # (s,)
         ys, xs = torch.meshgrid(centres, centres, indexing="ij")  # row-major, as the grid is flattened
         coords = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # (P, 2)
         return torch.cat([grid, coords.expand(grid.shape[0], -1, -1)], dim=2)
@@ -135,7 +144,10 @@ class ShowAttendTellDecoder(StepDecoderBase):
         scores = self.att_score(torch.tanh(grid_proj + self.att_hidden(h).unsqueeze(1))).squeeze(2)  # (B, P)
         alpha = scores.softmax(dim=1)  # (B, P)
         context = torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)  # (B, C)
-        return torch.sigmoid(self.gate(h)) * context, alpha  # beta (B, 1) * (B, C)
+        beta = torch.sigmoid(self.gate(h))  # (B, 1)
+        if self.grid_coords and not self.grid_coords_gated:  # the position passes at full strength
+            return torch.cat([beta * context[:, :-2], context[:, -2:]], dim=1), alpha
+        return beta * context, alpha
 
     # ------------------------------------------------------------------ step API
     def init_state(self, pooled: Tensor, grid: Tensor | None = None) -> State:

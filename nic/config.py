@@ -118,6 +118,11 @@ class DecoderConfig:
     # Attention decoder only, an extension (not in the paper): append each grid location's
     # (x, y) to its feature, so the context says where the model looked (spatial relations).
     grid_coords: bool = False
+    # With grid_coords: multiply the coordinates (CNN map features are far larger than [-1, 1]),
+    # and whether the gating scalar beta scales them with the features (the paper gates the
+    # whole context; false lets the position through at full strength).
+    grid_coords_scale: float = 1.0
+    grid_coords_gated: bool = True
     # Attention decoder only: which LSTM state queries the attention. "previous" (the paper):
     # h_{t-1}, before the step reads its word. "current" (an extension, as in Lu et al. 2017):
     # h_t, after it, so the model looks for what it has just named; needs deep_output.
@@ -140,6 +145,10 @@ class TrainConfig:
     val_beam: int = 3
     # Stop when validation BLEU-4 has not improved for this many epochs (0 disables).
     patience: int = 0
+    # Which epoch best.pt (and the final test report) keeps: "bleu", the highest validation
+    # BLEU-4 at val_beam; or "last", the latest epoch (when BLEU misses what training still
+    # improves, e.g. shapes relations, which few reference captions state).
+    best: str = "bleu"
     # Learning-rate schedule: "constant", "step" (x lr_gamma every lr_step_epochs epochs,
     # as the tutorial peers do) or "cosine" (per step, to 0 at the last epoch); all after
     # a linear warm-up of warmup_steps optimizer steps.

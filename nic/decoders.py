@@ -135,5 +135,6 @@ def build_decoder(cfg, *, vocab_size: int, feature_dim: int, grid_dim: int | Non
                              "set decoder.num_layers: 1")
         return DECODERS[cfg.type](**common, grid_dim=grid_dim, attention_dim=cfg.attention_dim,
                                  alpha_c=cfg.alpha_c, grid_coords=cfg.grid_coords,
-                                 attention_query=cfg.attention_query, deep_output=cfg.deep_output)
+                                 attention_query=cfg.attention_query, deep_output=cfg.deep_output,
+                                 grid_coords_scale=cfg.grid_coords_scale, grid_coords_gated=cfg.grid_coords_gated)
     return DECODERS[cfg.type](**common, num_layers=cfg.num_layers)

@@ -11,7 +11,8 @@ A run directory ``<train.out_dir>/<train.name>/`` holds::
     env.json         versions of python/torch/timm/..., the git commit, the launch command
     metrics.jsonl    one JSON line per epoch (losses, validation BLEU-1..4, lr, time)
     last.pt          written every epoch (and every train.save_every steps): resume point
-    best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam
+    best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam (or, with
+                     train.best: last, the latest epoch)
     tb/              TensorBoard events, when tensorboard is installed
 
 Exact resume: ``last.pt`` holds the weights, optimizer, LR scheduler, AMP scaler, epoch,
@@ -250,6 +251,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
     """A per-step LambdaLR: warm-up, then constant / step decay by epoch / cosine."""
     t = cfg.train
     total = max(t.epochs * steps_per_epoch, 1)
+    if t.best not in ("bleu", "last"):
+        raise ValueError(f"train.best={t.best!r}; valid: bleu (highest validation BLEU-4), last (latest epoch)")
     if t.lr_schedule not in ("constant", "step", "cosine"):
         raise ValueError(f"train.lr_schedule={t.lr_schedule!r}; valid: constant, step, cosine")
 
@@ -628,7 +631,7 @@ def fit(run: Run, *, progress: bool = True) -> None:
             else:
                 state.bad_epochs += 1
             log_epoch(run, record)
-            save(run, best=improved)
+            save(run, best=improved or cfg.train.best == "last")
             if progress:
                 print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  val {record['val_loss']:.3f}  "
                       f"BLEU-4@{cfg.train.val_beam} {record['val_BLEU-4']:.4f}{' *' if improved else '  '}  "

@@ -60,7 +60,9 @@ def test_attention_weights_sum_to_one_in_step_and_forward():
 
 
 VARIANTS = [dict(grid_coords=False), dict(grid_coords=True), dict(deep_output=True),
-            dict(grid_coords=True, attention_query="current", deep_output=True)]
+            dict(grid_coords=True, attention_query="current", deep_output=True),
+            dict(grid_coords=True, attention_query="current", deep_output=True, grid_coords_scale=6.0,
+                 grid_coords_gated=False)]  # configs/attention_shapes.yaml
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
@@ -322,3 +324,23 @@ def test_attention_query_options_are_checked():
         make(attention_query="next")
     with pytest.raises(ValueError, match="deep_output: true"):
         make(attention_query="current")  # its context would never reach a word prediction
+
+
+def test_scaled_ungated_coordinates_reach_the_context_at_full_strength():
+    """grid_coords_scale multiplies each location's (x, y); grid_coords_gated=False keeps beta off them."""
+    d = make(grid_coords=True, grid_coords_scale=6.0, grid_coords_gated=False)
+    pooled, grid = features(2)
+    state = d.init_state(pooled, grid)
+    xy = state["grid"][0, :, -2:]  # (P, 2), row-major over the 3x3 grid
+    torch.testing.assert_close(xy[0], torch.tensor([-4.0, -4.0]))  # centre of the top-left cell: (-2/3, -2/3) * 6
+    torch.testing.assert_close(xy[5], torch.tensor([4.0, 0.0]))  # middle row, right column
+    _, new = d.step(torch.tensor([START, START]), state)
+    beta = torch.sigmoid(d.gate(state["h"]))  # the paper's order: the query (and beta) from h_{t-1}
+    weighted = torch.bmm(new["alpha"].unsqueeze(1), state["grid"]).squeeze(1)  # (B, F + 2)
+    torch.testing.assert_close(new["context"][:, :F], beta * weighted[:, :F])
+    torch.testing.assert_close(new["context"][:, F:], weighted[:, F:])  # the attended position, not gated
+    assert (beta < 1).all()  # so the two differ
+    gated = make(grid_coords=True, grid_coords_scale=6.0)
+    _, g = gated.step(torch.tensor([START, START]), gated.init_state(pooled, grid))
+    torch.testing.assert_close(g["context"][:, F:], torch.sigmoid(gated.gate(gated.init_state(pooled, grid)["h"]))
+                               * torch.bmm(g["alpha"].unsqueeze(1), g["grid"]).squeeze(1)[:, F:])

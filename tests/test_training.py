@@ -88,6 +88,17 @@ def test_same_seed_same_metrics_and_best_checkpoint(data_root):
     assert (a / "config.yaml").exists() and (a / "vocab.json").exists()
 
 
+def test_best_last_keeps_the_latest_epoch_and_bad_values_are_refused(data_root):
+    run = train(tiny_config(data_root, "best_last", "--train.best=last"), progress=False)
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["training"]["state"]["epoch"] == last["training"]["state"]["epoch"] == 3
+    assert all(torch.equal(best["decoder"][k], v) for k, v in last["decoder"].items())
+    metrics = read_jsonl(run / "metrics.jsonl")  # the BLEU record is kept: best_score still tracks it
+    assert best["training"]["state"]["best_score"] == max(m["val_BLEU-4"] for m in metrics)
+    with pytest.raises(ValueError, match="train.best='val'"):
+        train(tiny_config(data_root, "best_bad", "--train.best=val"), progress=False)
+
+
 def test_lr_schedules():
     cfg = load_config(None, ["--train.epochs=4", "--train.lr_schedule=step", "--train.lr_step_epochs=2",
                              "--train.lr_gamma=0.1"])
