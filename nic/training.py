@@ -251,8 +251,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
     """A per-step LambdaLR: warm-up, then constant / step decay by epoch / cosine."""
     t = cfg.train
     total = max(t.epochs * steps_per_epoch, 1)
-    if t.best not in ("bleu", "last"):
-        raise ValueError(f"train.best={t.best!r}; valid: bleu (highest validation BLEU-4), last (latest epoch)")
     if t.lr_schedule not in ("constant", "step", "cosine"):
         raise ValueError(f"train.lr_schedule={t.lr_schedule!r}; valid: constant, step, cosine")
 
@@ -318,6 +316,9 @@ def prepare_features(cfg: Config, encoder: Encoder | TrunkView, store_dir: Path,
 def setup(cfg: Config, *, progress: bool = True) -> Run:
     """Build everything a run needs: data, features, model, optimizer, schedule."""
     from preprocess.build import prepare
+
+    if cfg.train.best not in ("bleu", "last"):  # before any data or feature work
+        raise ValueError(f"train.best={cfg.train.best!r}; valid: bleu (highest validation BLEU-4), last (latest epoch)")
 
     dev_type = "cuda" if (cfg.train.device == "auto" and torch.cuda.is_available()) or \
         cfg.train.device.startswith("cuda") else "cpu"
