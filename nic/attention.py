@@ -15,6 +15,9 @@ from torch import Tensor, nn
 
 from nic.decoders import State, StepDecoderBase, sequence_nll
 
+# decoder.attention_query: which LSTM state asks where to look (see ShowAttendTellDecoder)
+ATTENTION_QUERIES = ("previous", "current")
+
 
 class ShowAttendTellDecoder(StepDecoderBase):
     """Soft-attention LSTM decoder (Xu et al. 2015) that also sees the image once at t = -1, as NIC.
@@ -250,9 +253,6 @@ class ShowAttendTellDecoder(StepDecoderBase):
         nll = sequence_nll(logits, captions, self.pad_id)
         reg = self.alpha_c * attention_regularizer(alphas)
         return nll + reg, {"nll": float(nll.detach()), "attention_reg": float(reg.detach())}
-
-
-ATTENTION_QUERIES = ("previous", "current")
 
 
 def _check_grid(grid: Tensor | None) -> None:
