@@ -18,6 +18,7 @@ import torch
 
 from nic.attention_maps import caption_words, draw_attention
 from nic.captioner import Captioner
+from nic.decoding import METHODS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -42,12 +43,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", nargs="+", required=True, help="image files and/or folders")
     p.add_argument("--checkpoint", default="runs/default/best.pt", help="checkpoint file or run directory")
-    p.add_argument("--beam", type=int, default=20, help="beam size (default: 20, the paper's)")
-    p.add_argument("--nbest", type=int, default=1, help="print the N best captions with their log-probs")
-    p.add_argument("--method", choices=("beam", "greedy", "sample"), default="beam", help="decoding method")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--max-len", type=int, default=None, help="maximum caption length in words")
-    p.add_argument("--length-penalty", type=float, default=0.0, help="score = logprob / length**penalty")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size (default: the checkpoint's eval.beam_sizes, largest; 20, the paper's, in every "
+                        "shipped config)")
+    p.add_argument("--nbest", type=int, default=None, help="print the N best captions with their log-probs")
+    p.add_argument("--method", choices=METHODS, default=None, help="decoding method (default: beam)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: 1)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="maximum caption length in words (default: the checkpoint's eval.max_len)")
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="score = logprob / length**penalty (default: the checkpoint's eval.length_penalty, the "
+                        "value its reported scores were decoded with)")
     p.add_argument("--seed", type=int, default=0, help="seed for --method sample")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
@@ -73,10 +79,13 @@ def attention_map_paths(out: str, images: list[Path]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    if a.nbest > a.beam and a.method == "beam":
-        raise SystemExit(f"--nbest {a.nbest} needs --beam of at least {a.nbest}")
     paths = collect_images(a.img)
     captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+    try:  # every setting not given on the command line is the checkpoint's
+        settings = captioner.settings.replace(method=a.method, beam_size=a.beam, n_best=a.nbest, max_len=a.max_len,
+                                              length_penalty=a.length_penalty, temperature=a.temperature)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     map_paths = {}
     if a.attention_map:
         if not captioner.uses_grid:
@@ -85,20 +94,22 @@ def main(argv: list[str] | None = None) -> None:
                              "(e.g. configs/attention_shapes.yaml)")
         map_paths = dict(zip(paths, attention_map_paths(a.attention_map, paths)))
     generator = torch.Generator().manual_seed(a.seed)
-    for path, captions in captioner.caption_files(paths, method=a.method, beam_size=a.beam, n_best=a.nbest,
-                                                  max_len=a.max_len, length_penalty=a.length_penalty,
-                                                  temperature=a.temperature, generator=generator):
-        if a.nbest == 1:
-            print(f"{path}: {captions[0].text}")
-        else:
-            print(f"{path}:")
-            for c in captions:
-                print(f"  {c.logprob:8.3f}  {c.text}")
+    for path, captions in captioner.caption_files(paths, settings, generator=generator):
+        print_captions(path, captions, settings.n_best)
         if path in map_paths:
             best = captions[0]
             words = caption_words(best.words, len(best.alphas), best.finished)
             side = captioner.encoder.grid_side
             print(f"  attention map: {draw_attention(path, words, best.alphas, side, map_paths[path])}")
+
+
+def print_captions(path: Path, captions: list, n_best: int) -> None:
+    if n_best == 1:
+        print(f"{path}: {captions[0].text}")
+        return
+    print(f"{path}:")
+    for c in captions:
+        print(f"  {c.logprob:8.3f}  {c.text}")
 
 
 if __name__ == "__main__":

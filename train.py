@@ -19,7 +19,9 @@ from pathlib import Path
 from eval.bleu_report import evaluate_checkpoint, format_table, relation_note
 from nic.config import load_config
 from nic.io import atomic_write_text
-from nic.training import resolve_device, train
+from nic.runtime import resolve_device
+from nic.training import train
+from preprocess.build import prepare
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(Path(args.resume) / "config.yaml", overrides)
     else:
         cfg = load_config(args.config, overrides)
-    run_dir = train(cfg, resume=args.resume, progress=not args.quiet)
+    # the three stages, composed here: stores (preprocess), training (nic), the test report (eval)
+    run_dir = train(cfg, resume=args.resume, progress=not args.quiet, prepare_data=prepare)
     if args.no_test or int(os.environ.get("RANK", "0")) != 0:
         return
     report = evaluate_checkpoint(run_dir / "best.pt", split="test", beam_sizes=cfg.eval.beam_sizes,

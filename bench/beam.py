@@ -25,8 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/beam.py`
 
-from nic.config import DecoderConfig  # noqa: E402
-from nic.decoders import build_decoder  # noqa: E402
+from bench.machine import describe  # noqa: E402
+from nic.captioner import Captioner  # noqa: E402
+from nic.config import Config, DecoderConfig  # noqa: E402
+from nic.model import build_model, split_feature_reader  # noqa: E402
 from nic.search import beam_search  # noqa: E402
 
 
@@ -34,22 +36,19 @@ def load_model(args: argparse.Namespace):
     """(decoder, pooled features (N, F), grid (N, P, F) | None, special ids, length penalty, description)."""
     ckpt = Path(args.checkpoint)
     if not args.random and ckpt.exists():
-        from nic.captioner import Captioner
-        from nic.features import FeatureReader, cache_features
-
         cap = Captioner.from_checkpoint(ckpt)
         cfg = cap.config
         store = cfg.data.resolved_store_dir() / "test.h5"
-        cache = cache_features(cap.encoder, store, grid=cap.uses_grid, progress=False)
-        reader = FeatureReader(cache, grid=cap.uses_grid)
+        reader = split_feature_reader(cfg, cap.encoder, store, uses_grid=cap.uses_grid,
+                                      finetuned=cap.encoder_trained, device="cpu", progress=False)
         n = min(args.images, reader.pooled.shape[0])
         grid = torch.stack([reader.grid_features(i) for i in range(n)]) if cap.uses_grid else None
         ids = (cap.vocab.start_id, cap.vocab.end_id, cap.vocab.pad_id)
-        return (cap.decoder, reader.pooled[:n], grid, ids, cfg.eval.length_penalty,
+        return (cap.decoder, reader.pooled[:n], grid, ids, cap.settings.length_penalty,
                 f"{ckpt} ({cfg.decoder.type}, vocab {len(cap.vocab)})")
     torch.manual_seed(0)
-    decoder = build_decoder(DecoderConfig(embed_dim=512, hidden_dim=512), vocab_size=args.vocab, feature_dim=1280)
-    decoder.eval()
+    cfg = Config(decoder=DecoderConfig(embed_dim=512, hidden_dim=512))
+    decoder = build_model(cfg, args.vocab, pretrained=False).decoder.eval()
     return decoder, torch.randn(args.images, 1280), None, (1, 2, 0), 0.0, f"random NIC 512/512, vocab {args.vocab}"
 
 
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         t_single = min(t_single, t)
     same = sum(x[0].tokens == y[0].tokens for x, y in zip(out_b, out_s))
     print(f"model: {desc}; {n} images, beam {a.beam}, max_len {a.max_len}, length penalty {length_penalty}, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, best of {max(a.repeats, 1)}")
+          f"best of {max(a.repeats, 1)}")
+    print(describe())
     print("| search | captions/s | seconds |")
     print("|---|---|---|")
     print(f"| one image at a time | {n / t_single:.1f} | {t_single:.2f} |")

@@ -30,7 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval import coco_tokenize as tokenize_module  # noqa: E402
 from eval.bleu import corpus_bleu, score_captions  # noqa: E402
+from eval.coco_tokenize import coco_tokenize  # noqa: E402
 
 SUBJECTS = [["man", "guy", "person"], ["woman", "lady", "girl"], ["dog", "puppy"], ["cat", "kitten"],
             ["boy", "kid", "child"], ["group of people", "crowd"], ["giraffe"], ["elephant"], ["horse"],
@@ -113,9 +115,6 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def run(images: int, refs: int, seed: int, repeat: int) -> tuple[list[tuple[str, float, tuple[float, ...]]], int]:
     """Time every available implementation: rows of (name, seconds, BLEU-1..4), and the short-hypothesis count."""
-    from eval import coco_tokenize as tokenize_module
-    from eval.coco_tokenize import coco_tokenize
-
     hyps, refs_raw = make_corpus(images, refs, seed)
     keys = list(hyps)
     hyp_tokens = [coco_tokenize(hyps[k]) for k in keys]
@@ -130,7 +129,7 @@ def run(images: int, refs: int, seed: int, repeat: int) -> tuple[list[tuple[str,
 
     seconds, result = best_of(repeat, from_strings)
     rows.append(("eval.bleu.score_captions (raw strings)", seconds, result.bleu))
-    try:
+    try:  # optional comparisons: each runs when its package is installed
         from pycocoevalcap.bleu.bleu import Bleu
     except ImportError:
         print("pycocoevalcap not installed: skipped")

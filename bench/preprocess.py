@@ -203,6 +203,34 @@ def update_docs(path: Path, section: str) -> None:
     path.write_text(new, encoding="utf-8")
 
 
+def docs_section(args: argparse.Namespace, sizes: list[int], table: str) -> str:
+    """The ``## Preprocessing`` section of docs/benchmarks.md: how it was measured, and the table."""
+    import PIL
+
+    return (
+        "## Preprocessing\n\n"
+        f"`python bench/preprocess.py --n {' '.join(map(str, args.n))}` (best of {args.repeat} runs) on this "
+        f"machine ({os.cpu_count()} CPU "
+        f"cores, Pillow {PIL.__version__}): writing a store of S = {args.size} images from {W}x{H} JPEGs "
+        f"(quality 90, mean {np.mean(sizes) / 1024:.0f} kB, all different). `plain` decodes each JPEG at full "
+        "size, resizes and writes it in one process; `nic` is `preprocess.stores.write_split` (JPEG draft-mode "
+        "decoding, then decoding threads). Images/s over the whole write; memory as the peak RSS (one process: "
+        "the decoding threads share it). Both pipelines fsync the store before they stop. Memory for pixels "
+        "does not grow with N: images stream through in blocks, and a fixed number of images is in flight to "
+        "the decoding threads; what grows is bookkeeping, ~1-2 kB an image (the records, HDF5's index of the "
+        "image chunks). Most of the gain of one thread comes from draft-mode decoding (a 640x480 JPEG is "
+        "decoded at 320x240, so both the decode and the resize do less work). The decoding threads run in "
+        "parallel because Pillow releases the GIL while it decodes and while it resizes (~85% of the CPU time "
+        "of an image); unlike the process pool nic used before, they start at once and hand pixels over "
+        "without copies, so the speed-up no longer depends on N (the pool took ~0.25 s to start, a quarter "
+        "of a run at N = 500, and copied every image through shared memory: 2.6x at N = 500, 3.7x at "
+        "N = 2000). The rest of the work (file parsing, array conversion, the HDF5 writes: ~0.5 ms an image) "
+        "holds the GIL, which bounds the threads at roughly 2,000 images/s however many cores (estimated "
+        "from a profile, not measured here). On a shared virtual machine the figures move by "
+        "10-15% from run to run.\n\n" + table + "\n"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=[500, 2000], help="numbers of images (default: 500 2000)")
@@ -240,31 +268,7 @@ def main() -> None:
         print(f"warning: other processes kept {other:.1f} of {os.cpu_count()} CPU cores busy during some of the kept "
               "runs: these figures are not those of an idle machine", file=sys.stderr)
     if args.update_docs:
-        import PIL
-
-        section = (
-            "## Preprocessing\n\n"
-            f"`python bench/preprocess.py --n {' '.join(map(str, args.n))}` (best of {args.repeat} runs) on this "
-            f"machine ({os.cpu_count()} CPU "
-            f"cores, Pillow {PIL.__version__}): writing a store of S = {args.size} images from {W}x{H} JPEGs "
-            f"(quality 90, mean {np.mean(sizes) / 1024:.0f} kB, all different). `plain` decodes each JPEG at full "
-            "size, resizes and writes it in one process; `nic` is `preprocess.stores.write_split` (JPEG draft-mode "
-            "decoding, then decoding threads). Images/s over the whole write; memory as the peak RSS (one process: "
-            "the decoding threads share it). Both pipelines fsync the store before they stop. Memory for pixels "
-            "does not grow with N: images stream through in blocks, and a fixed number of images is in flight to "
-            "the decoding threads; what grows is bookkeeping, ~1-2 kB an image (the records, HDF5's index of the "
-            "image chunks). Most of the gain of one thread comes from draft-mode decoding (a 640x480 JPEG is "
-            "decoded at 320x240, so both the decode and the resize do less work). The decoding threads run in "
-            "parallel because Pillow releases the GIL while it decodes and while it resizes (~85% of the CPU time "
-            "of an image); unlike the process pool nic used before, they start at once and hand pixels over "
-            "without copies, so the speed-up no longer depends on N (the pool took ~0.25 s to start, a quarter "
-            "of a run at N = 500, and copied every image through shared memory: 2.6x at N = 500, 3.7x at "
-            "N = 2000). The rest of the work (file parsing, array conversion, the HDF5 writes: ~0.5 ms an image) "
-            "holds the GIL, which bounds the threads at roughly 2,000 images/s however many cores (estimated "
-            "from a profile, not measured here). On a shared virtual machine the figures move by "
-            "10-15% from run to run.\n\n" + table + "\n"
-        )
-        update_docs(ROOT / "docs" / "benchmarks.md", section)
+        update_docs(ROOT / "docs" / "benchmarks.md", docs_section(args, sizes, table))
         print("updated docs/benchmarks.md", file=sys.stderr)
 
 

@@ -38,7 +38,8 @@ from bleu import make_corpus  # noqa: E402  (bench/bleu.py)
 
 from eval import coco_tokenize as tokenize_module  # noqa: E402
 from eval.bleu_report import evaluate_results  # noqa: E402
-from eval.results import write_results  # noqa: E402
+from eval.coco_tokenize import coco_tokenize, ptb_tokenize_java  # noqa: E402
+from eval.results import read_references, write_results  # noqa: E402
 
 
 def write_corpus(folder: Path, images: int, refs: int, seed: int) -> dict[str, Path]:
@@ -87,14 +88,11 @@ def time_cli(paths: dict[str, Path], metrics: list[str]) -> None:
 
 
 def agreement(files: list[str], show: int = 10) -> None:
-    from eval.coco_tokenize import coco_tokenize, ptb_tokenize_java
-    from eval.results import read_references
-
     sets: list[tuple[str, list[str]]] = []
     for f in files:
         refs = read_references(f)
         sets.append((f, [c for caps in refs.captions.values() for c in caps]))
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests"))  # the test modules' captions, only for this measurement
     from test_bleu import REALISTIC_CAPTIONS
     from test_report import RESULTS, TEST_REFS
 

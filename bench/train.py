@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/train.py`
 
-from nic.config import DecoderConfig
-from nic.decoders import DECODERS, build_decoder
-from nic.encoders import build_encoder
-from nic.training import CaptionModel
+from bench.machine import describe
+from nic.config import Config, DecoderConfig
+from nic.decoders import DECODERS
+from nic.model import build_model
 
 
 def make_batch(batch_size: int, vocab: int, grid: bool, images: bool, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -49,10 +49,11 @@ def make_batch(batch_size: int, vocab: int, grid: bool, images: bool, gen: torch
 
 def measure(decoder_type: str, *, images: bool, batch_size: int, steps: int, vocab: int, device: torch.device,
             encoder) -> float:
-    cfg = DecoderConfig(type=decoder_type, embed_dim=512, hidden_dim=512, dropout=0.5)
-    decoder = build_decoder(cfg, vocab_size=vocab, feature_dim=1280)
-    model = CaptionModel(encoder, decoder).to(device)
-    model.train()
+    cfg = Config(decoder=DecoderConfig(type=decoder_type, embed_dim=512, hidden_dim=512, dropout=0.5))
+    model = build_model(cfg, vocab, pretrained=False)
+    model.encoder = encoder  # one pretrained, frozen CNN shared by every measurement
+    decoder = model.decoder
+    model.to(device).train()
     encoder.eval()
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -90,9 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     device = torch.device(a.device)
-    encoder = build_encoder("efficientnet_lite0").to(device).requires_grad_(False)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"embed 512, LSTM 512, vocab {a.vocab}")
+    encoder = build_model(Config(), a.vocab).encoder.to(device).requires_grad_(False)
+    print(f"device {device}, embed 512, LSTM 512, vocab {a.vocab}")
+    print(describe(device))
     print("| decoder | input | batch | words/s |")
     print("|---|---|---|---|")
     for d in a.decoders:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from nic.attention_maps import draw_attention, open_image
+
 __all__ = ["Card", "CaptionLine", "attention_png", "best_and_worst", "jpeg_thumbnail", "render_html"]
 
 THUMBNAIL = 200  # longer side of the embedded thumbnails, in pixels
@@ -61,8 +63,6 @@ class Card:
 def jpeg_thumbnail(image: np.ndarray | Image.Image | str | Path, max_side: int = THUMBNAIL,
                    quality: int = 82) -> bytes:
     """uint8 (3, H, W) array, PIL image or image file -> JPEG bytes, longer side ``max_side``."""
-    from nic.attention_maps import open_image
-
     im = open_image(image)
     scale = max_side / max(im.size)
     if scale < 1:
@@ -75,8 +75,6 @@ def jpeg_thumbnail(image: np.ndarray | Image.Image | str | Path, max_side: int =
 def attention_png(image: np.ndarray | Image.Image | str | Path, words: list[str], alphas: Any,
                   grid_side: int, *, panel_size: int = 96, cols: int = 8) -> bytes:
     """The attention sheet of one caption (:func:`nic.attention_maps.draw_attention`) as PNG bytes."""
-    from nic.attention_maps import draw_attention
-
     with tempfile.TemporaryDirectory() as tmp:
         path = draw_attention(image, words, alphas, grid_side, Path(tmp) / "attention.png", cols=cols,
                               panel_size=panel_size)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.bleu import BleuResult, corpus_bleu, sentence_bleu
 from eval.coco_tokenize import coco_tokenize, ptb_tokenize_java
+from nic.bleu import BleuResult, corpus_bleu, sentence_bleu
 
 __all__ = ["METRICS", "TOKENIZERS", "MetricScores", "compute_metrics", "metric_unavailable", "select_metrics",
            "tokenize_captions"]
@@ -67,6 +67,9 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]], tokenizer: str
 
 
 # --------------------------------------------------------------------------- availability
+
+
+# pycocoevalcap is optional: it is imported only where a toolkit metric is checked for or run.
 
 
 def _toolkit_missing() -> str | None:

@@ -5,7 +5,7 @@ captioning code writes (one caption per image)::
 
     [{"image_id": 391895, "caption": "a man riding a bike down a street"}, ...]
 
-**References** are read from either
+**References** are read by :mod:`nic.captions_json` (the reader preprocessing uses too) from either
 
 * a Karpathy split file (``dataset_coco.json``, ``dataset_flickr8k.json``,
   ``dataset_flickr30k.json``, ``data/shapes/dataset_shapes.json``)::
@@ -37,19 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nic.captions_json import COCO, SPLITS, CaptionsFile, CaptionsFormatError, load_captions_json, load_json
 from nic.io import atomic_write_text
 
 __all__ = ["InputFormatError", "Matching", "References", "match", "read_references", "read_results",
            "write_results"]
 
 ImageId = Hashable
-SPLITS = ("train", "val", "test")
-# Keys of a Karpathy entry that are not per-image metadata.
-_KARPATHY_KEYS = {"filepath", "filename", "split", "imgid", "cocoid", "sentids", "sentences", "id"}
 
-
-class InputFormatError(ValueError):
-    """A results or references file is not in the expected format; the message names the file and field."""
+#: A results or references file is not in the expected format; the message names the file and field.
+#: The same class as the caption-file reader's error, so every malformed input is caught alike.
+InputFormatError = CaptionsFormatError
 
 
 @dataclass
@@ -99,18 +97,6 @@ class Matching:
 # --------------------------------------------------------------------------- reading
 
 
-def _load_json(path: Path, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
-        raise InputFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise InputFormatError(f"{path}: not UTF-8 text ({e})") from None
-
-
 def _check_id(value: Any, where: str) -> ImageId:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InputFormatError(f"{where} must be an integer or a string, got {value!r}")
@@ -131,7 +117,7 @@ def read_results(path: str | Path) -> dict[ImageId, str]:
             scores exactly one caption per image).
     """
     path = Path(path)
-    data = _load_json(path, "results file")
+    data = load_json(path, "results file")
     if not isinstance(data, list):
         hint = (" (this looks like a references file; pass it as --references)"
                 if isinstance(data, dict) and ("annotations" in data or "images" in data) else "")
@@ -164,6 +150,8 @@ def read_references(path: str | Path, *, split: str | None = None,
                     ignore_split_for_coco: bool = False) -> References:
     """Read reference captions from a Karpathy split file or a COCO captions file (detected by content).
 
+    The file is read by :func:`nic.captions_json.load_captions_json`, the reader preprocessing uses too.
+
     Args:
         path: the JSON file.
         split: Karpathy files only: keep the images of this split (``train`` includes ``restval``).
@@ -174,93 +162,48 @@ def read_references(path: str | Path, *, split: str | None = None,
         InputFormatError: malformed file (the message names the file and field), or ``split`` given
             for a COCO captions file (which is one split already).
     """
-    path = Path(path)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    data = _load_json(path, "references file")
-    if isinstance(data, dict) and "annotations" in data:
+    file = load_captions_json(path, what="references file")
+    if file.layout == COCO:
         if split is not None and not ignore_split_for_coco:
-            raise InputFormatError(f"{path}: a COCO captions file holds one split already and has no 'split' "
+            raise InputFormatError(f"{file.path}: a COCO captions file holds one split already and has no 'split' "
                                    f"field; leave out --split {split} (or use Karpathy's dataset_*.json)")
-        return _read_coco(path, data)
-    if isinstance(data, dict) and isinstance(data.get("images"), list):
-        return _read_karpathy(path, data, split)
-    raise InputFormatError(
-        f"{path}: not a references file: expected a Karpathy split file "
-        '({"images": [{"imgid"/"cocoid", "split", "sentences": [{"raw": ...}]}]}) or a COCO captions file '
-        '({"images": [...], "annotations": [{"image_id", "caption"}]})')
+        return _coco_references(file)
+    return _karpathy_references(file, split)
 
 
-def _read_karpathy(path: Path, data: dict[str, Any], split: str | None) -> References:
+def _karpathy_references(file: CaptionsFile, split: str | None) -> References:
     captions: dict[ImageId, list[str]] = {}
     files: dict[ImageId, str] = {}
     meta: dict[ImageId, dict[str, Any]] = {}
     train: list[str] | None = [] if split not in (None, "train") else None
-    for index, entry in enumerate(data["images"]):
-        where = f"{path}: images[{index}]"
-        if not isinstance(entry, dict):
-            raise InputFormatError(f"{where} must be an object, got {type(entry).__name__}")
-        image_id = _check_id(entry.get("cocoid", entry.get("imgid", index)),
-                             f"{where}.{'cocoid' if 'cocoid' in entry else 'imgid'}")
-        entry_split = entry.get("split")
-        if split is not None and "split" not in entry:
+    for image in file.images():
+        where = f"{file.path}: images[{image.index}]"
+        if split is not None and image.split is None:
             raise InputFormatError(f"{where} has no 'split' field, so --split {split} cannot select it")
-        entry_split = "train" if entry_split == "restval" else entry_split
-        sentences = entry.get("sentences", [])
-        if not isinstance(sentences, list):
-            raise InputFormatError(f"{where}.sentences must be a list, got {type(sentences).__name__}")
-        texts = [_sentence_text(s, f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
-        if train is not None and entry_split == "train":
-            train.extend(texts)
-        if split is not None and entry_split != split:
+        if train is not None and image.merged_split == "train":
+            train.extend(image.texts)
+        if split is not None and image.merged_split != split:
             continue
-        if image_id in captions:
-            raise InputFormatError(f"{where}: image id {image_id!r} appears twice in the file")
-        captions[image_id] = texts
-        if isinstance(entry.get("filename"), str):
-            filepath = entry.get("filepath") or ""
-            files[image_id] = f"{str(filepath).rstrip('/')}/{entry['filename']}" if filepath else entry["filename"]
-        extra = {k: v for k, v in entry.items() if k not in _KARPATHY_KEYS}
-        if extra:
-            meta[image_id] = extra
-    return References(str(path), "karpathy", captions, files, meta, train_captions=train, split=split)
+        if image.image_id in captions:
+            raise InputFormatError(f"{where}: image id {image.image_id!r} appears twice in the file")
+        captions[image.image_id] = image.texts
+        if image.file is not None:
+            files[image.image_id] = image.file
+        if image.meta:
+            meta[image.image_id] = image.meta
+    return References(str(file.path), "karpathy", captions, files, meta, train_captions=train, split=split)
 
 
-def _sentence_text(sentence: Any, where: str) -> str:
-    if isinstance(sentence, dict) and isinstance(sentence.get("raw"), str):
-        return sentence["raw"]
-    if isinstance(sentence, dict) and isinstance(sentence.get("tokens"), list) and all(
-            isinstance(t, str) for t in sentence["tokens"]):
-        return " ".join(sentence["tokens"])
-    raise InputFormatError(f"{where} needs 'raw' (a string) or 'tokens' (a list of strings), got {sentence!r}"[:300])
-
-
-def _read_coco(path: Path, data: dict[str, Any]) -> References:
-    annotations = data["annotations"]
-    if not isinstance(annotations, list):
-        raise InputFormatError(f"{path}: 'annotations' must be a list, got {type(annotations).__name__}")
+def _coco_references(file: CaptionsFile) -> References:
     captions: dict[ImageId, list[str]] = {}
-    for i, ann in enumerate(annotations):
-        where = f"{path}: annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise InputFormatError(f"{where} must be an object, got {type(ann).__name__}")
-        for key in ("image_id", "caption"):
-            if key not in ann:
-                raise InputFormatError(f"{where} has no {key!r} field (keys: {sorted(ann)})")
-        image_id = _check_id(ann["image_id"], f"{where}.image_id")
-        if not isinstance(ann["caption"], str):
-            raise InputFormatError(f"{where}.caption must be a string, got {ann['caption']!r}")
-        captions.setdefault(image_id, []).append(ann["caption"])
     files: dict[ImageId, str] = {}
-    images = data.get("images", [])
-    if not isinstance(images, list):
-        raise InputFormatError(f"{path}: 'images' must be a list, got {type(images).__name__}")
-    for i, image in enumerate(images):
-        if not isinstance(image, dict) or "id" not in image:
-            raise InputFormatError(f"{path}: images[{i}] must be an object with an 'id' field")
-        if isinstance(image.get("file_name"), str):
-            files[_check_id(image["id"], f"{path}: images[{i}].id")] = image["file_name"]
-    return References(str(path), "coco", captions, files)
+    for image in file.images():
+        captions[image.image_id] = image.texts
+        if image.file is not None:
+            files[image.image_id] = image.file
+    return References(str(file.path), "coco", captions, files)
 
 
 # --------------------------------------------------------------------------- matching and writing

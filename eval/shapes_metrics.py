@@ -2,7 +2,7 @@
 
 BLEU says how much a caption sounds like the references; these scores say whether it is
 true of the image. A caption is parsed with the generator's own lexicon
-(:mod:`preprocess.shapes`) into noun-phrase *mentions* — ``(count, size, colour, shape)``,
+(:mod:`nic.shapes_world`) into noun-phrase *mentions* — ``(count, size, colour, shape)``,
 e.g. "two small red circles" -> ``(2, "small", "red", "circle")``, "three shapes" ->
 ``(3, None, None, None)`` — and *relations* between consecutive mentions ("a red circle to
 the left of a blue square" -> ``(0, "left of", 1)``). Each is then checked against the
@@ -14,7 +14,7 @@ image's ``objects``:
 * ``count_correct``: every explicit count ("one", "a single", "two", "three") equals the
   number of objects matching the rest of its mention (None when no count is stated);
 * ``size_correct``: every mention with a size matches some object (None when no size is stated);
-* ``relation_correct``: every stated relation holds, by :func:`preprocess.shapes.relation_between`
+* ``relation_correct``: every stated relation holds, by :func:`nic.shapes_world.relation_between`
   (the generator's rule), between two different objects matching its two mentions
   (None when no relation is stated).
 
@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from preprocess.shapes import (
+from nic.shapes_world import (
     COLOR_WORDS,
     COUNT_WORDS,
     DETERMINERS,

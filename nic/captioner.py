@@ -18,12 +18,14 @@ from torch import Tensor
 from nic import search
 from nic.checkpoint import load_checkpoint
 from nic.config import Config, config_from_dict
-from nic.decoders import StepDecoderBase, build_decoder
-from nic.encoders import Encoder, build_encoder
+from nic.decoders import StepDecoderBase
+from nic.decoding import METHODS, DecodeSettings
+from nic.encoders import Encoder
 from nic.images import load_image
+from nic.model import batch_features, build_model
 from nic.vocab import Vocabulary
 
-METHODS = ("beam", "greedy", "sample")
+__all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings"]
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Captioner:
         self.vocab = vocab
         self.config = config or Config()
 
+    @property
+    def settings(self) -> DecodeSettings:
+        """How this model's captions were scored: its config's ``eval`` section (beam, length penalty, ...)."""
+        return DecodeSettings.from_eval(self.config.eval)
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         encoder_weights: str | None = None) -> Captioner:
@@ -59,39 +66,37 @@ class Captioner:
         cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
         vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
         trained_encoder = ckpt.get("encoder") is not None
-        encoder = build_encoder(ckpt["encoder_name"], weights=encoder_weights or cfg.encoder.weights,
-                                pretrained=not trained_encoder, grid_size=cfg.encoder.grid_size,
-                                grid_below_top=cfg.encoder.grid_below_top)
+        model = build_model(cfg, len(vocab), pad_id=vocab.pad_id, encoder_name=ckpt["encoder_name"],
+                            encoder_weights=encoder_weights, pretrained=not trained_encoder)
         if trained_encoder:
-            encoder.load_state_dict(ckpt["encoder"])
-        decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                                grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
-        decoder.load_state_dict(ckpt["decoder"])
-        return cls(encoder, decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
+            model.encoder.load_state_dict(ckpt["encoder"])
+        model.decoder.load_state_dict(ckpt["decoder"])
+        return cls(model.encoder, model.decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
 
     # ------------------------------------------------------------------ decoding
     @torch.inference_mode()
-    def decode(self, pooled: Tensor, grid: Tensor | None = None, *, method: str = "beam", beam_size: int = 20,
-               max_len: int | None = None, length_penalty: float = 0.0, n_best: int = 1,
-               temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
-               ) -> list[list[Caption]]:
-        """Decode features (pooled (B, F), grid (B, P, F) | None) into ``n_best`` captions per image."""
-        if method not in METHODS:
-            raise ValueError(f"unknown decoding method {method!r}; valid: {METHODS}")
+    def decode(self, pooled: Tensor, grid: Tensor | None = None, settings: DecodeSettings | None = None, *,
+               generator: torch.Generator | None = None, **overrides: Any) -> list[list[Caption]]:
+        """Decode features (pooled (B, F), grid (B, P, F) | None) into ``n_best`` captions per image.
+
+        ``settings``: how (default :attr:`settings`, the checkpoint's); keyword ``overrides``
+        change single fields of it (``beam_size=3``; a ``None`` value keeps the setting).
+        """
+        s = (settings or self.settings).replace(**overrides)
         was_training = self.decoder.training
         self.decoder.eval()
         pooled = pooled.to(self.device, torch.float32)
         grid = grid.to(self.device, torch.float32) if grid is not None else None
         ids = {"start_id": self.vocab.start_id, "end_id": self.vocab.end_id, "pad_id": self.vocab.pad_id,
-               "max_len": max_len or self.config.eval.max_len}
-        if method == "beam":
-            hyps = search.beam_search(self.decoder, pooled, grid, beam_size=beam_size,
-                                      length_penalty=length_penalty, n_best=n_best, **ids)
-        elif method == "greedy":
+               "max_len": s.max_len}
+        if s.method == "beam":
+            hyps = search.beam_search(self.decoder, pooled, grid, beam_size=s.beam_size,
+                                      length_penalty=s.length_penalty, n_best=s.n_best, **ids)
+        elif s.method == "greedy":
             hyps = [[h] for h in search.greedy_search(self.decoder, pooled, grid, **ids)]
         else:
-            hyps = [[h] for h in search.sample(self.decoder, pooled, grid, temperature=temperature,
-                                               top_k=top_k, generator=generator, **ids)]
+            hyps = [[h] for h in search.sample(self.decoder, pooled, grid, temperature=s.temperature,
+                                               top_k=s.top_k, generator=generator, **ids)]
         self.decoder.train(was_training)
         return [[self._caption(h) for h in per_image] for per_image in hyps]
 
@@ -124,27 +129,28 @@ class Captioner:
                        finished=h.finished, alphas=h.alphas)
 
     @torch.inference_mode()
-    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """uint8 images (B, 3, H, W) -> (pooled (B, F), grid (B, P, F))."""
-        return self.encoder(images.to(self.device))
+    def features(self, batch: dict[str, Tensor] | Tensor, trunk_top: int = 0) -> tuple[Tensor, Tensor | None]:
+        """(pooled (B, F), grid (B, P, C) | None) of uint8 images (B, 3, H, W), or of a batch of
+        :mod:`nic.data` (images, cached features or a cached trunk below ``trunk_top`` stages).
+        The grid is None when the decoder does not attend."""
+        if isinstance(batch, Tensor):
+            batch = {"images": batch}
+        return batch_features(self.encoder, batch, device=self.device, trunk_top=trunk_top,
+                              with_grid=self.uses_grid)
 
-    @torch.inference_mode()
-    def features_from_trunk(self, trunk: Tensor, top: int) -> tuple[Tensor, Tensor]:
-        """A cached trunk grid (B, P', C) below the top ``top`` stages -> (pooled (B, F), grid (B, P, F))."""
-        return self.encoder.forward_cached_trunk(trunk.to(self.device), top)
-
-    def caption_images(self, images: Tensor, **kwargs: Any) -> list[list[Caption]]:
+    def caption_images(self, images: Tensor, settings: DecodeSettings | None = None,
+                       **kwargs: Any) -> list[list[Caption]]:
         pooled, grid = self.features(images)
-        return self.decode(pooled, grid if self.uses_grid else None, **kwargs)
+        return self.decode(pooled, grid, settings, **kwargs)
 
-    def caption_files(self, paths: Sequence[str | Path], *, batch_size: int = 16,
-                      **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
+    def caption_files(self, paths: Sequence[str | Path], settings: DecodeSettings | None = None, *,
+                      batch_size: int = 16, **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
         """Caption image files of any size/mode (decoded and resized like the stores)."""
         size = self.config.data.image_size
         for start in range(0, len(paths), batch_size):
             chunk = [Path(p) for p in paths[start:start + batch_size]]
             images = torch.stack([torch.from_numpy(load_image(p, size)) for p in chunk])  # (B, 3, S, S)
-            yield from zip(chunk, self.caption_images(images, **kwargs))
+            yield from zip(chunk, self.caption_images(images, settings, **kwargs))
 
     @property
     def uses_grid(self) -> bool:

@@ -10,7 +10,8 @@ Contents (plain containers of tensors and Python scalars, so the file loads with
     decoder                decoder state dict
     encoder                encoder state dict when it was trained (fine-tuned), else None
                            (then the encoder's packaged ImageNet weights are used)
-    training               optimizer, epoch, step, best score, RNG states, ... (for resume)
+    training               optimizer, epoch, step, best score, RNG states, ... (for resume);
+                           absent from an exported model (:func:`export_model`)
 
 Written under a temporary name and renamed (:mod:`nic.io`): a run killed while saving
 keeps its previous checkpoint intact.
@@ -53,3 +54,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if data.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {data.get('version')} is not supported (expected {VERSION})")
     return data
+
+
+def export_model(src: str | Path, dst: str | Path, *, note: dict[str, Any] | None = None) -> Path:
+    """Write the inference part of checkpoint ``src`` to ``dst``: no optimizer or RNG state.
+
+    What a model needs to caption (decoder weights, fine-tuned CNN weights if any, vocabulary,
+    config, encoder name) and nothing else; packaged ImageNet weights are not copied. ``note``
+    (plain data, e.g. the run's test scores) is stored under ``"export"``. Loads like any
+    checkpoint (:func:`load_checkpoint`, ``weights_only=True``); cannot be resumed.
+    """
+    data = load_checkpoint(src)
+    keep = {k: data[k] for k in ("config", "vocab", "encoder_name", "decoder", "encoder")}
+    step = data.get("training", {}).get("state", {})
+    keep["export"] = {"source": Path(src).name, "epoch": step.get("epoch"), "step": step.get("step"),
+                      **(note or {})}
+    save_checkpoint(dst, keep)
+    return Path(dst)

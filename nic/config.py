@@ -4,7 +4,9 @@ A run's configuration is one :class:`Config` made of one dataclass per component
 files and ``--section.key=value`` overrides are checked against the dataclasses: an
 unknown section or key, or a value of the wrong type, is an error that names it and lists
 the valid choices. The resolved configuration is saved in every run directory and inside
-every checkpoint, so any script can rebuild the model from a checkpoint alone.
+every checkpoint, so any script can rebuild the model from a checkpoint alone. Overrides
+reach nested keys too (``--decoder.attention.alpha_c=0.5``); each decoder declares its own
+section of options (:class:`DecoderConfig`), checked with the same rules (:mod:`nic.typed`).
 
 Example::
 
@@ -14,13 +16,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from nic.typed import ConfigError, build_dataclass, location, to_plain
 
 
 @dataclass
@@ -101,8 +103,9 @@ class EncoderConfig:
 
 @dataclass
 class DecoderConfig:
-    # "nic" (Show and Tell: image fed once at t = -1) or "attention" (Show, Attend and
-    # Tell: soft attention over the encoder grid at every step; one LSTM layer).
+    # Registry name, see nic.decoders.DECODERS: "nic" (Show and Tell: image fed once at
+    # t = -1) or "attention" (Show, Attend and Tell: soft attention over the encoder grid at
+    # every step; one LSTM layer).
     type: str = "nic"
     # Word (and image) embedding size; the paper uses 512.
     embed_dim: int = 512
@@ -111,25 +114,82 @@ class DecoderConfig:
     num_layers: int = 1
     # Dropout on the embeddings and on the LSTM output.
     dropout: float = 0.5
-    # Attention decoder only: size of the additive attention's hidden layer (the paper: 512),
-    # and the weight lambda of the doubly stochastic regulariser sum_i (1 - sum_t alpha_ti)^2.
-    attention_dim: int = 512
-    alpha_c: float = 1.0
-    # Attention decoder only, an extension (not in the paper): append each grid location's
-    # (x, y) to its feature, so the context says where the model looked (spatial relations).
-    grid_coords: bool = False
-    # With grid_coords: multiply the coordinates (CNN map features are far larger than [-1, 1]),
-    # and whether the gating scalar beta scales them with the features (the paper gates the
-    # whole context; false lets the position through at full strength).
-    grid_coords_scale: float = 1.0
-    grid_coords_gated: bool = True
-    # Attention decoder only: which LSTM state queries the attention. "previous" (the paper):
-    # h_{t-1}, before the step reads its word. "current" (an extension, as in Lu et al. 2017):
-    # h_t, after it, so the model looks for what it has just named; needs deep_output.
-    attention_query: str = "previous"
-    # Attention decoder only: the paper's deep output layer (its eq. 7),
-    # p(word) = softmax(L_o(E y + L_h h + L_z z)), instead of softmax(L_o h).
-    deep_output: bool = False
+    # Per-decoder sections: in YAML a mapping named after a registered decoder type holds
+    # that decoder's options (its `Options` dataclass), e.g.
+    #   decoder: {type: attention, attention: {attention_dim: 256, alpha_c: 0.0}}
+    # Checked at load time when the type is registered; the section of the chosen type is
+    # filled with its defaults, so checkpoints record every option they were trained with.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str, path: str = "decoder") -> DecoderConfig:
+        """Build from the YAML form: common keys plus one section per decoder (legacy flat keys migrated)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{location(source, path)}: expected a mapping for DecoderConfig, "
+                              f"got {type(data).__name__}")
+        data = _migrate_legacy_decoder_keys(data, source, path)
+        common = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        cfg = build_dataclass(cls, {k: v for k, v in data.items() if k in common}, source, path)
+        cfg.options = _decoder_sections({k: v for k, v in data.items() if k not in common}, cfg.type,
+                                        source, path)
+        return cfg
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The YAML form: the common keys, then each decoder's section under its name."""
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        return {**common, **self.options}
+
+
+# The attention decoder's options were flat keys of `decoder` before the per-decoder sections
+# (and every such config/checkpoint has them all, whatever its type): they move to `attention`.
+LEGACY_ATTENTION_KEYS = ("attention_dim", "alpha_c", "grid_coords", "grid_coords_scale", "grid_coords_gated",
+                         "attention_query", "deep_output")
+
+
+def _migrate_legacy_decoder_keys(data: dict[str, Any], source: str, path: str) -> dict[str, Any]:
+    """Move legacy flat ``decoder.<key>`` into ``decoder.attention.<key>``; a key given both ways is an error."""
+    flat = [k for k in LEGACY_ATTENTION_KEYS if k in data]
+    if not flat:
+        return data
+    section = data.get("attention", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{location(source, f'{path}.attention')}: expected a mapping of the attention "
+                          f"decoder's options, got {type(section).__name__}")
+    both = [k for k in flat if k in section]
+    if both:
+        raise ConfigError(f"{source}: {path}.{both[0]} and {path}.attention.{both[0]} are both given; keep only "
+                          f"{path}.attention.{both[0]} ({path}.{both[0]} is the old, flat spelling)")
+    rest = {k: v for k, v in data.items() if k not in flat}
+    return {**rest, "attention": {**section, **{k: data[k] for k in flat}}}
+
+
+def _decoder_sections(sections: dict[str, Any], decoder_type: str, source: str, path: str) -> dict[str, dict]:
+    """Check each decoder section against its decoder's options (all with defaults filled in).
+
+    A section must be named after a registered decoder with options, or after the chosen
+    type when that is not registered (yet): it is then kept as given and checked by
+    ``build_decoder``.
+    """
+    from nic.decoders import DECODERS, decoder_options  # the registry; nic.decoders never imports this module
+
+    out = {}
+    for name, raw in sections.items():
+        if name in DECODERS:
+            out[name] = dataclasses.asdict(decoder_options(name, raw, source=source, path=f"{path}.{name}"))
+        elif name == decoder_type:
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{source}: {path}.{name}: expected a mapping of the decoder's options, "
+                                  f"got {type(raw).__name__}")
+            out[name] = dict(raw)
+        else:
+            valid = sorted({f.name for f in dataclasses.fields(DecoderConfig)} - {"options"})
+            sectioned = sorted(n for n, c in DECODERS.items() if c.Options is not None)
+            raise ConfigError(f"{location(source, path)}: unknown key(s) [{name!r}] in DecoderConfig; valid keys: "
+                              f"{valid}, or a section of a registered decoder's options: {sectioned}")
+    if decoder_type in DECODERS and DECODERS[decoder_type].Options is not None and decoder_type not in out:
+        out[decoder_type] = dataclasses.asdict(decoder_options(decoder_type, {}, source=source,
+                                                               path=f"{path}.{decoder_type}"))
+    return out
 
 
 @dataclass
@@ -206,16 +266,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class ConfigError(ValueError):
-    """A configuration file or override names an unknown key or has a wrong type."""
+        return to_plain(self)
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
     """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
-    return _build(Config, data or {}, source)
+    return build_dataclass(Config, data or {}, source)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -245,66 +301,25 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply ``--section.key=value`` (or ``--section.sub.key=value``, any depth) to the raw mapping ``data``."""
     text = item[2:] if item.startswith("--") else item
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {item!r}: expected --section.key=value, e.g. --train.lr=1e-3")
     key, value = text.split("=", 1)
-    section, name = key.split(".", 1)
-    target = data.setdefault(section, {})
-    if not isinstance(target, dict):
-        raise ConfigError(f"override {item!r}: section {section!r} is not a mapping")
-    target[name] = yaml.safe_load(value) if value != "" else None
+    keys = _legacy_override_keys(data, key.split("."))
+    target = data
+    for depth, name in enumerate(keys[:-1], 1):
+        target = target.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(keys[:depth])!r} is not a mapping")
+    target[keys[-1]] = yaml.safe_load(value) if value != "" else None
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; valid keys: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}: {name}")
-        else:
-            kwargs[name] = _coerce(value, hint, f"{where}: {cls.__name__.removesuffix('Config').lower()}.{name}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, where) for v in value]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r} ({type(value).__name__})")
-    return value
+def _legacy_override_keys(data: dict[str, Any], keys: list[str]) -> list[str]:
+    """``decoder.<legacy key>`` overrides go to ``decoder.attention.<key>``, and either spelling
+    replaces a flat value of that key in ``data`` (an old-style file), so an override always wins."""
+    if keys[0] != "decoder" or keys[-1] not in LEGACY_ATTENTION_KEYS or keys[1:-1] not in ([], ["attention"]):
+        return keys
+    if isinstance(data.get("decoder"), dict):
+        data["decoder"].pop(keys[-1], None)
+    return ["decoder", "attention", keys[-1]]

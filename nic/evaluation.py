@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from eval.bleu import BleuResult, corpus_bleu
+from nic.bleu import BleuResult, corpus_bleu
 from nic.captioner import Caption, Captioner
 from nic.data import ImageDataset, make_loader
+from nic.decoding import DecodeSettings
 from nic.features import FeatureReader
 from nic.store import StoreReader
 
@@ -35,23 +35,24 @@ def decode_split(
     captioner: Captioner,
     store: StoreReader,
     features: FeatureReader | None = None,
+    settings: DecodeSettings | None = None,
     *,
     limit: int = 0,
     batch_size: int = 50,
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "decode",
-    **decode_kwargs: Any,
 ) -> SplitCaptions:
     """Decode every image of ``store`` (or the first ``limit``) with ``captioner.decode``.
 
-    With a feature cache the encoder is skipped (with a trunk cache only its top stages run);
+    ``settings``: how to decode (default: the captioner's own, from its checkpoint). With a
+    feature cache the encoder is skipped (with a trunk cache only its top stages run);
     otherwise images are encoded on the fly.
     """
     captions: list[list[Caption]] = []
     for _, pooled, grid in split_features(captioner, store, features, limit=limit, batch_size=batch_size,
                                           num_workers=num_workers, progress=progress, desc=desc):
-        captions.extend(captioner.decode(pooled, grid, **decode_kwargs))
+        captions.extend(captioner.decode(pooled, grid, settings))
     references = store.references()[: len(captions)]
     return SplitCaptions(captions=captions, references=references)
 
@@ -66,12 +67,7 @@ def split_features(captioner: Captioner, store: StoreReader, features: FeatureRe
     """
     dataset = ImageDataset(store, features, limit=limit)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    trunk_top = features.trunk_top if features is not None else 0
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        if "pooled" in batch:
-            pooled, grid = batch["pooled"], batch.get("grid")
-        elif "trunk" in batch:
-            assert features is not None
-            pooled, grid = captioner.features_from_trunk(batch["trunk"], features.trunk_top)
-        else:
-            pooled, grid = captioner.features(batch["images"])
-        yield batch["index"], pooled, (grid if captioner.uses_grid else None)
+        pooled, grid = captioner.features(batch, trunk_top)
+        yield batch["index"], pooled, grid

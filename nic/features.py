@@ -20,16 +20,15 @@ invalidates the cache), ``dtype``, ``num_images``.
 
 Computing it scales like the stores: images are read from the store in batches (the next
 batch is read by a background thread while the encoder runs on this one), with a progress
-bar, into ``<cache>.partial`` whose datasets are allocated up front; every
-``flush_every`` images the file is flushed and ``<cache>.progress.json`` records how many
-rows are done. A killed run resumes from there when called again with the same encoder,
-store and settings; the finished file is renamed into place, so a cache under its final
-name is always complete.
+bar, written with the resumable scheme of :mod:`nic.h5resume`: into ``<cache>.partial``
+whose datasets are allocated up front; every ``flush_every`` images the file is flushed and
+``<cache>.progress.json`` records how many rows are done. A killed run resumes from there
+when called again with the same encoder, store and settings; the finished file is renamed
+into place, so a cache under its final name is always complete.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from nic.encoders import Encoder
-from nic.io import atomic_write_text
+from nic.h5resume import ResumableH5
 from nic.store import StoreReader
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -116,25 +115,21 @@ def cache_features(
              "dtype": dtype, "num_images": n, "grid_locations": grid_shape[0] if grid_shape else 0,
              **getattr(encoder, "cache_attrs", {})}
     fingerprint = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()
-    partial, state_file = out.with_name(out.name + ".partial"), out.with_name(out.name + ".progress.json")
+    cache = ResumableH5(out, PROGRESS_FORMAT)
     was_training = encoder.training
     encoder.eval().to(device)
     try:
-        done = _resume_point(partial, state_file, fingerprint, n)
+        done = _resume_point(cache, fingerprint, n)
         if done is None:
             done = 0
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _create_partial(partial, n, f_dim, grid_shape, dtype, fingerprint)
-            atomic_write_text(state_file, json.dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint,
-                                                      "rows_done": 0}))
-        with h5py.File(partial, "r+") as f:
-            _compute(f, encoder, store, state_file, fingerprint, start=done, grid=grid, dtype=dtype,
+            cache.create(_datasets(n, f_dim, grid_shape, dtype), {"fingerprint": fingerprint})
+            cache.write_progress(cache.new_record(fingerprint, rows_done=0))
+        with h5py.File(cache.partial, "r+") as f:
+            _compute(f, encoder, store, cache, fingerprint, start=done, grid=grid, dtype=dtype,
                      batch_size=batch_size, device=device, flush_every=flush_every,
                      desc=f"features {out.stem}", progress=progress)
             f.attrs.update(attrs)
-        _fsync(partial)
-        os.replace(partial, out)
-        state_file.unlink(missing_ok=True)
+        cache.commit()
     finally:
         store.close()
         encoder.train(was_training)
@@ -152,35 +147,24 @@ def _grid_shape(encoder: Encoder, store: StoreReader, device: str | torch.device
     return tuple(encoder(torch.from_numpy(store.images(0, 1)).to(device))[1].shape[1:])
 
 
-def _create_partial(partial: Path, n: int, f_dim: int, grid_shape: tuple[int, int] | None, dtype: str,
-                    fingerprint: str) -> None:
-    """Datasets allocated up front, so writing rows never changes the HDF5 metadata (kill-safe)."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    with h5py.File(partial, "w") as f:
-        f.create_dataset("pooled", (n, f_dim), DTYPES[dtype], chunks=(max(1, min(n, 1024)), f_dim), dcpl=dcpl,
-                         track_times=False)
-        if grid_shape is not None:
-            f.create_dataset("grid", (n, *grid_shape), DTYPES[dtype], chunks=(1, *grid_shape), dcpl=dcpl,
-                             track_times=False)
-        f.attrs["fingerprint"] = fingerprint
-    _fsync(partial)
+def _datasets(n: int, f_dim: int, grid_shape: tuple[int, int] | None, dtype: str) -> dict[str, dict[str, Any]]:
+    """The cache's datasets, as :meth:`ResumableH5.create` allocates them up front (kill-safe)."""
+    datasets = {"pooled": {"shape": (n, f_dim), "dtype": DTYPES[dtype], "chunks": (max(1, min(n, 1024)), f_dim)}}
+    if grid_shape is not None:
+        datasets["grid"] = {"shape": (n, *grid_shape), "dtype": DTYPES[dtype], "chunks": (1, *grid_shape)}
+    return datasets
 
 
-def _resume_point(partial: Path, state_file: Path, fingerprint: str, n: int) -> int | None:
+def _resume_point(cache: ResumableH5, fingerprint: str, n: int) -> int | None:
     """Rows already computed in a partial cache of these inputs, or None to start over."""
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        with h5py.File(partial, "r") as f:
-            ok = f.attrs.get("fingerprint") == fingerprint and f["pooled"].shape[0] == n
-    except (OSError, ValueError, KeyError):
+    state = cache.read_progress(fingerprint)
+    if state is None or not cache.partial_matches("fingerprint", fingerprint, "pooled", n):
         return None
-    done = state.get("rows_done") if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
-    return done if ok and isinstance(done, int) and 0 <= done <= n else None
+    done = state.get("rows_done")
+    return done if isinstance(done, int) and 0 <= done <= n else None
 
 
-def _compute(f: h5py.File, encoder: Encoder, store: StoreReader, state_file: Path, fingerprint: str, *, start: int,
+def _compute(f: h5py.File, encoder: Encoder, store: StoreReader, cache: ResumableH5, fingerprint: str, *, start: int,
              grid: bool, dtype: str, batch_size: int, device: str | torch.device, flush_every: int, desc: str,
              progress: bool) -> None:
     n = store.num_images
@@ -203,16 +187,8 @@ def _compute(f: h5py.File, encoder: Encoder, store: StoreReader, state_file: Pat
             bar.update(stop - s)
             if stop - last >= flush_every or stop == n:
                 f.flush()
-                with contextlib.suppress(Exception):
-                    os.fsync(f.id.get_vfd_handle())
-                atomic_write_text(state_file, json.dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint,
-                                                          "rows_done": stop}))
+                cache.checkpoint(f, cache.new_record(fingerprint, rows_done=stop))
                 last = stop
-
-
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError), open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
 
 
 GRID_IN_MEMORY_BYTES = 4 * 2**30  # grid caches up to this size are read into RAM once

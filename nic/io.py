@@ -4,6 +4,8 @@ Everything nic writes (stores, feature caches, checkpoints, vocabularies, report
 first written to a temporary sibling (``name.partial-<pid>``) and then moved into place
 with :func:`os.replace`, which is atomic on POSIX and Windows. A crash or Ctrl-C leaves
 at worst a ``*.partial-*`` file behind, never a truncated file under the final name.
+Large HDF5 files written over minutes (stores, feature caches) use the resumable
+variant of this scheme, :mod:`nic.h5resume`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = partial_path(path)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -44,6 +46,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """Flush ``path``'s data to the disk (best effort: a file system without fsync is not an error)."""
     with contextlib.suppress(OSError), open(path, "rb+") as f:
         os.fsync(f.fileno())

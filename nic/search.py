@@ -77,7 +77,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,7 @@ __all__ = ["Hypothesis", "StepDecoder", "beam_search", "greedy_search", "sample"
 State = dict[str, Tensor]
 
 
+@runtime_checkable
 class StepDecoder(Protocol):
     """The step API every nic decoder implements; the only thing search uses.
 
@@ -265,6 +266,113 @@ def sample(
 
 
 # ---------------------------------------------------------------------------- beam search
+@dataclass
+class _Beams:
+    """The live state of a batched beam search: Ba images not done yet, K beams each, flat rows.
+
+    Local image i (rows i*K .. i*K+K-1) is image ``active[i]`` of the input; done images leave
+    the batch, so Ba = len(active) shrinks.
+    """
+
+    K: int
+    active: list[int]
+    lp: Tensor  # (Ba, K) cumulative log-prob of each live beam
+    tokens: Tensor  # (Ba*K,) last token of each beam
+    history: Tensor  # (Ba*K, T) words of each beam
+    finished: list[list[Hypothesis]]  # per input image
+    unfinished: list[list[Hypothesis]]
+    alpha_hist: Tensor | None = None  # (Ba*K, T, P) attention weights of each beam, when the decoder has them
+
+    def with_alpha(self, t_alpha: Tensor | None) -> Tensor | None:
+        """This step's attention (Ba*K, P) as float; starts the history on the first step that has one."""
+        if t_alpha is None:
+            return None
+        t_alpha = t_alpha.float()
+        if self.alpha_hist is None:
+            self.alpha_hist = t_alpha.new_empty((self.history.size(0), 0, t_alpha.size(1)))
+        return t_alpha
+
+    def close_finished(self, fin_mask: Tensor, src_row: Tensor, top_lp: Tensor, alpha: Tensor | None, t: int,
+                       length_penalty: float) -> set[int]:
+        """<end> candidates (``fin_mask`` (Ba, K)) become finished hypotheses; returns their source rows."""
+        closed: set[int] = set()
+        if not fin_mask.any():
+            return closed
+        bs, rs = fin_mask.nonzero(as_tuple=True)  # (N,), (N,): local image, candidate
+        rows = src_row[bs, rs]  # (N,) flat source rows
+        fin_tokens = self.history.index_select(0, rows).tolist()  # N x T
+        fin_alphas = None
+        if self.alpha_hist is not None and alpha is not None:
+            fin_alphas = torch.cat([self.alpha_hist.index_select(0, rows),  # (N, T, P)
+                                    alpha.index_select(0, rows).unsqueeze(1)], dim=1).cpu()  # (N, T+1, P)
+        for j, (i, lp, row) in enumerate(zip(bs.tolist(), top_lp[bs, rs].tolist(), rows.tolist(), strict=True)):
+            closed.add(row)
+            self.finished[self.active[i]].append(Hypothesis(
+                tokens=fin_tokens[j], logprob=lp, score=_score(lp, t + 1, length_penalty), finished=True,
+                alphas=fin_alphas[j].clone() if fin_alphas is not None else None))
+        return closed
+
+    def close_unfinished(self, closed: set[int], t: int, length_penalty: float) -> None:
+        """At max_len: live beams whose <end> was impossible are reported as unfinished."""
+        lp_list = self.lp.tolist()  # Ba x K
+        hist_cpu = self.history.cpu()  # (Ba*K, T)
+        alpha_cpu = self.alpha_hist.cpu() if self.alpha_hist is not None else None  # (Ba*K, T, P)
+        for i, b in enumerate(self.active):
+            for k, lp in enumerate(lp_list[i]):
+                row = i * self.K + k
+                if row in closed or not math.isfinite(lp):
+                    continue
+                self.unfinished[b].append(Hypothesis(
+                    tokens=hist_cpu[row].tolist(), logprob=lp, score=_score(lp, t, length_penalty),
+                    finished=False, alphas=alpha_cpu[row].clone() if alpha_cpu is not None else None))
+
+    def still_searching(self, new_lp: Tensor, length_penalty: float, n_best: int) -> list[int]:
+        """Local indices of the images not done: with no penalty, done once no live beam can beat
+        the n-best finished; with one (scores can rise with length), once K have finished."""
+        best_live = new_lp.max(dim=1).values.tolist()  # (Ba, K) -> Ba floats
+        keep = []
+        for i, b in enumerate(self.active):
+            if best_live[i] == -math.inf:
+                done = True
+            elif length_penalty == 0:
+                done = len(self.finished[b]) >= n_best and (
+                    sorted((h.score for h in self.finished[b]), reverse=True)[n_best - 1] >= best_live[i])
+            else:
+                done = len(self.finished[b]) >= self.K
+            if not done:
+                keep.append(i)
+        return keep
+
+    def advance(self, decoder: StepDecoder, state: State, new_rows: Tensor, new_words: Tensor, new_lp: Tensor,
+                alpha: Tensor | None) -> State:
+        """One reorder for the decoder state (new beams, done images dropped); the histories follow."""
+        state = decoder.reorder_state(state, new_rows)
+        self.history = torch.cat([self.history.index_select(0, new_rows), new_words.unsqueeze(1)], dim=1)
+        if self.alpha_hist is not None and alpha is not None:
+            self.alpha_hist = torch.cat([self.alpha_hist.index_select(0, new_rows),  # (Ba'*K, T, P)
+                                         alpha.index_select(0, new_rows).unsqueeze(1)], dim=1)  # (Ba'*K, T+1, P)
+        self.lp, self.tokens = new_lp, new_words
+        return state
+
+    def results(self, n_best: int) -> list[list[Hypothesis]]:
+        out = []
+        for fin, unfin in zip(self.finished, self.unfinished, strict=True):
+            hyps = sorted(fin, key=lambda h: h.score, reverse=True)[:n_best]
+            if len(hyps) < n_best:
+                hyps += sorted(unfin, key=lambda h: h.score, reverse=True)[:n_best - len(hyps)]
+            if not hyps:  # degenerate decoder that rules out every token from the start
+                hyps = [Hypothesis(tokens=[], logprob=-math.inf, score=-math.inf, finished=False, alphas=None)]
+            out.append(hyps)
+        return out
+
+
+def _check_beam(beam_size: int, n_best: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
+
+
 @torch.inference_mode()
 def beam_search(
     decoder: StepDecoder,
@@ -281,123 +389,48 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search (see the module docstring); per image, ``n_best`` hypotheses, best first."""
     _check_ids(start_id, end_id, pad_id, max_len)
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
+    _check_beam(beam_size, n_best)
     B, K = pooled.size(0), beam_size
     device = pooled.device
-
     state = decoder.init_state(pooled, grid)
-    expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,): row b*K+k <- image b
-    state = decoder.reorder_state(state, expand)
-    beam_lp = torch.full((B, K), -math.inf, device=device)  # (B, K) cumulative log-prob of each live beam
-    beam_lp[:, 0] = 0.0  # the K beams are identical at first: extend only beam 0
-    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (B*K,) last token of each beam
-    history = torch.empty((B * K, 0), dtype=torch.long, device=device)  # (B*K, T) words of each beam
-    alpha_hist: Tensor | None = None  # (Ba*K, T, P) attention weights of each beam, when the decoder has them
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    unfinished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    # The batch holds the images that are not done yet: local image i (rows i*K .. i*K+K-1)
-    # is image active[i] of the input. Ba = len(active) <= B below.
-    active = list(range(B))
-
+    state = decoder.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))  # row b*K+k <- b
+    lp = torch.full((B, K), -math.inf, device=device)
+    lp[:, 0] = 0.0  # the K beams are identical at first: extend only beam 0
+    beams = _Beams(K=K, active=list(range(B)), lp=lp,
+                   tokens=torch.full((B * K,), start_id, dtype=torch.long, device=device),
+                   history=torch.empty((B * K, 0), dtype=torch.long, device=device),
+                   finished=[[] for _ in range(B)], unfinished=[[] for _ in range(B)])
     for t in range(max_len + 1):
         last = t == max_len
-        log_probs, state = decoder.step(tokens, state)  # (Ba*K, V): K rows per image not done yet
+        log_probs, state = decoder.step(beams.tokens, state)  # (Ba*K, V): K rows per image not done yet
         log_probs = _legal_log_probs(log_probs, start_id=start_id, end_id=end_id, pad_id=pad_id, last=last)
-        V = log_probs.size(1)
-        Ba = len(active)
-        row_base = (torch.arange(Ba, device=device) * K).unsqueeze(1)  # (Ba, 1) first flat row of each image
-        alpha = state.get("alpha")  # (Ba*K, P) or None
-        if alpha is not None:
-            alpha = alpha.float()
-            if alpha_hist is None:
-                alpha_hist = alpha.new_empty((B * K, 0, alpha.size(1)))  # (B*K, 0, P)
-
-        cand = beam_lp.view(Ba * K, 1) + log_probs  # (Ba*K, 1) + (Ba*K, V) -> (Ba*K, V)
-        n_cand = min(2 * K, K * V)
-        top_lp, top_idx = cand.view(Ba, K * V).topk(n_cand, dim=1)  # (Ba, K*V) -> (Ba, 2K), sorted desc
+        V, Ba = log_probs.size(1), len(beams.active)
+        alpha = beams.with_alpha(state.get("alpha"))  # (Ba*K, P) or None
+        cand = beams.lp.view(Ba * K, 1) + log_probs  # (Ba*K, 1) + (Ba*K, V) -> (Ba*K, V)
+        top_lp, top_idx = cand.view(Ba, K * V).topk(min(2 * K, K * V), dim=1)  # (Ba, 2K), sorted desc
         src_beam = torch.div(top_idx, V, rounding_mode="floor")  # (Ba, 2K) integer: which beam it extends
         word = top_idx % V  # (Ba, 2K) integer: the token appended
-        src_row = row_base + src_beam  # (Ba, 1) + (Ba, 2K) -> (Ba, 2K) flat row in the Ba*K batch
+        src_row = (torch.arange(Ba, device=device) * K).unsqueeze(1) + src_beam  # (Ba, 2K) flat row in the batch
         is_end = word == end_id  # (Ba, 2K)
-
         # 1) <end> candidates within the first K become finished hypotheses of their image
-        fin_mask = is_end[:, :K] & torch.isfinite(top_lp[:, :K])  # (Ba, K)
-        closed: set[int] = set()
-        if fin_mask.any():
-            bs, rs = fin_mask.nonzero(as_tuple=True)  # (N,), (N,): local image, candidate
-            rows = src_row[bs, rs]  # (N,) flat source rows
-            fin_tokens = history.index_select(0, rows).tolist()  # N x T
-            fin_alphas = None
-            if alpha_hist is not None and alpha is not None:
-                fin_alphas = torch.cat([alpha_hist.index_select(0, rows),  # (N, T, P)
-                                        alpha.index_select(0, rows).unsqueeze(1)], dim=1).cpu()  # (N, T+1, P)
-            for j, (i, lp, row) in enumerate(zip(bs.tolist(), top_lp[bs, rs].tolist(), rows.tolist(), strict=True)):
-                closed.add(row)
-                finished[active[i]].append(Hypothesis(
-                    tokens=fin_tokens[j], logprob=lp, score=_score(lp, t + 1, length_penalty), finished=True,
-                    alphas=fin_alphas[j].clone() if fin_alphas is not None else None))
-
+        closed = beams.close_finished(is_end[:, :K] & torch.isfinite(top_lp[:, :K]), src_row, top_lp, alpha, t,
+                                      length_penalty)
         if last:
-            # live beams of max_len words whose <end> was impossible: reported as unfinished
-            beam_lp_list = beam_lp.tolist()  # Ba x K
-            hist_cpu = history.cpu()  # (Ba*K, T)
-            hist_alpha_cpu = alpha_hist.cpu() if alpha_hist is not None else None  # (Ba*K, T, P)
-            for i, b in enumerate(active):
-                for k, lp in enumerate(beam_lp_list[i]):
-                    row = i * K + k
-                    if row in closed or not math.isfinite(lp):
-                        continue
-                    unfinished[b].append(Hypothesis(
-                        tokens=hist_cpu[row].tolist(), logprob=lp, score=_score(lp, t, length_penalty),
-                        finished=False, alphas=hist_alpha_cpu[row].clone() if hist_alpha_cpu is not None else None))
+            beams.close_unfinished(closed, t, length_penalty)
             break
-
         # 2) the first K non-<end> candidates become the live beams (stable sort puts <end>s last)
         order = torch.sort(is_end.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (Ba, 2K) -> (Ba, K)
-        new_lp = top_lp.gather(1, order)  # (Ba, K)
-        new_lp = new_lp.masked_fill(is_end.gather(1, order), -math.inf)  # (Ba, K) (only if V == 1)
-
+        new_lp = top_lp.gather(1, order).masked_fill(is_end.gather(1, order), -math.inf)  # (Ba, K) (-inf: V == 1)
         # 3) stopping, per image; the rows of images done now leave the batch in step 4
-        best_live = new_lp.max(dim=1).values.tolist()  # (Ba, K) -> Ba floats
-        keep = []  # local indices of the images still searching
-        for i, b in enumerate(active):
-            if best_live[i] == -math.inf:
-                done = True
-            elif length_penalty == 0:
-                done = len(finished[b]) >= n_best and (
-                    sorted((h.score for h in finished[b]), reverse=True)[n_best - 1] >= best_live[i])
-            else:
-                done = len(finished[b]) >= K
-            if not done:
-                keep.append(i)
+        keep = beams.still_searching(new_lp, length_penalty, n_best)
         if not keep:
             break
         if len(keep) < Ba:
             kept = torch.tensor(keep, device=device)  # (Ba',)
             order, new_lp = order.index_select(0, kept), new_lp.index_select(0, kept)  # (Ba', K)
             src_row, word = src_row.index_select(0, kept), word.index_select(0, kept)  # (Ba', 2K)
-            active = [active[i] for i in keep]
-        new_rows = src_row.gather(1, order).view(-1)  # (Ba', K) -> (Ba'*K,) rows of the old batch
-        new_words = word.gather(1, order).view(-1)  # (Ba', K) -> (Ba'*K,)
-
+            beams.active = [beams.active[i] for i in keep]
         # 4) one reorder for the decoder state (new beams, done images dropped); the histories follow
-        state = decoder.reorder_state(state, new_rows)
-        history = torch.cat([history.index_select(0, new_rows), new_words.unsqueeze(1)], dim=1)  # (Ba'*K, T+1)
-        if alpha_hist is not None and alpha is not None:
-            alpha_hist = torch.cat([alpha_hist.index_select(0, new_rows),  # (Ba'*K, T, P)
-                                    alpha.index_select(0, new_rows).unsqueeze(1)], dim=1)  # (Ba'*K, T+1, P)
-        beam_lp = new_lp
-        tokens = new_words
-
-    results = []
-    for b in range(B):
-        hyps = sorted(finished[b], key=lambda h: h.score, reverse=True)[:n_best]
-        if len(hyps) < n_best:
-            hyps += sorted(unfinished[b], key=lambda h: h.score, reverse=True)[:n_best - len(hyps)]
-        if not hyps:  # degenerate decoder that rules out every token from the start
-            hyps = [Hypothesis(tokens=[], logprob=-math.inf, score=-math.inf, finished=False, alphas=None)]
-        results.append(hyps)
-    return results
+        state = beams.advance(decoder, state, src_row.gather(1, order).view(-1), word.gather(1, order).view(-1),
+                              new_lp, alpha)
+    return beams.results(n_best)

@@ -21,8 +21,9 @@ Attributes: ``format`` ("nic-store"), ``version``, ``dataset``, ``split``,
 random id of this file's content, which feature caches record), ``num_images``,
 ``num_captions``.
 
-The file is written under a temporary name and renamed when complete (:mod:`nic.io`), so
-a file under the final name is always whole; :func:`check_store` verifies the schema.
+The file is written under a temporary name and renamed when complete (resumably:
+:mod:`nic.h5resume`), so a file under the final name is always whole; :func:`check_store`
+verifies the schema. :data:`SPLITS` names the splits, one store each.
 HDF5 handles must not cross ``fork``: :class:`StoreReader` opens the file on first use
 in each process, which is what lets ``DataLoader(num_workers > 0)`` work.
 """
@@ -39,6 +40,8 @@ import numpy as np
 
 FORMAT = "nic-store"
 VERSION = 1
+# The splits a dataset is divided into, in the order they are built and reported; one store each.
+SPLITS = ("train", "val", "test")
 
 SCHEMA: dict[str, tuple[str, int]] = {
     # name: (dtype kind, ndim)

@@ -32,35 +32,38 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import platform
-import random
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from nic.captioner import Captioner
 from nic.checkpoint import load_checkpoint, save_checkpoint
 from nic.config import Config, save_config
 from nic.data import CaptionDataset, ImageCaptionsDataset, make_loader
-from nic.decoders import StepDecoderBase, build_decoder
+from nic.decoders import StepDecoderBase
+from nic.decoding import DecodeSettings
 from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
-from nic.encoders import Encoder, TrunkView, build_encoder
+from nic.encoders import Encoder
 from nic.evaluation import decode_split
-from nic.features import FeatureReader, cache_features
+from nic.features import FeatureReader
 from nic.io import atomic_write_text
+from nic.model import CaptionModel, build_model, split_feature_reader, trunk_split
+from nic.runlog import RunLog
+from nic.runtime import environment, resolve_device, rng_state, set_rng_state, set_seed
+from nic.schedules import build_scheduler, ss_probability
+from nic.store import SPLITS as STORE_SPLITS
 from nic.store import StoreReader, store_path
 from nic.vocab import Vocabulary
 
-SPLITS = ("train", "val")
+PrepareData = Callable[..., Any]  # (DataConfig, *, progress: bool) -> store folder; see setup()
+
+SPLITS = ("train", "val")  # the splits training reads
 
 
 @dataclass
@@ -76,62 +79,6 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     finetuning: bool = False
-
-
-class CaptionModel(nn.Module):
-    """Encoder + decoder as one module (what DDP wraps); ``forward`` returns the training loss.
-
-    ``trunk_top`` > 0: batches carry the cached trunk output (``trunk``) and the encoder's
-    top ``trunk_top`` stages run here (with gradients once they are unfrozen).
-    """
-
-    def __init__(self, encoder: Encoder, decoder: StepDecoderBase, *, trunk_top: int = 0) -> None:
-        super().__init__()
-        self.encoder, self.decoder, self.trunk_top = encoder, decoder, trunk_top
-
-    def features(self, batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor | None]:
-        """Per-image (pooled (B, F), grid (B, P, F) | None) from whatever the batch carries."""
-        if "pooled" in batch:
-            grid = batch.get("grid")
-            return batch["pooled"].to(device), (grid.to(device) if grid is not None else None)
-        if "trunk" in batch:
-            pooled, grid = self.encoder.forward_cached_trunk(batch["trunk"].to(device), self.trunk_top)
-        else:
-            pooled, grid = self.encoder(batch["images"].to(device))
-        return pooled, (grid if self.decoder.uses_grid else None)
-
-    def forward(self, batch: dict[str, Tensor], ss_prob: float = 0.0) -> tuple[Tensor, dict[str, float]]:
-        device = next(self.decoder.parameters()).device
-        captions = batch["captions"].to(device)  # (M, T)
-        pooled, grid = self.features(batch, device)
-        if "caption_image" in batch:  # image-major batch: each image's features once per caption
-            idx = batch["caption_image"].to(device)  # (M,)
-            pooled = pooled.index_select(0, idx)
-            grid = grid.index_select(0, idx) if grid is not None else None
-        if ss_prob > 0:
-            return scheduled_sampling_loss(self.decoder, pooled, grid, captions, ss_prob)
-        return self.decoder.loss(pooled, grid, captions)
-
-
-def scheduled_sampling_loss(decoder: StepDecoderBase, pooled: Tensor, grid: Tensor | None, captions: Tensor,
-                            prob: float) -> tuple[Tensor, dict[str, float]]:
-    """Per-word NLL where each input word is, with probability ``prob``, the model's own sample.
-
-    Bengio et al. 2015. Runs step by step through the decoder step API, so it works for
-    every decoder (the attention regulariser is not added here).
-    """
-    state = decoder.init_state(pooled, grid)
-    tokens = captions[:, 0]  # (B,) <start>
-    log_probs = []
-    for t in range(captions.shape[1] - 1):
-        lp, state = decoder.step(tokens, state)  # (B, V)
-        log_probs.append(lp)
-        sampled = torch.multinomial(lp.detach().exp(), 1).squeeze(1)  # (B,)
-        use_model = torch.rand(tokens.shape[0], device=tokens.device) < prob
-        tokens = torch.where(use_model, sampled, captions[:, t + 1])
-    lp = torch.stack(log_probs, dim=1)  # (B, T-1, V)
-    nll = F.nll_loss(lp.reshape(-1, lp.shape[-1]), captions[:, 1:].reshape(-1), ignore_index=decoder.pad_id)
-    return nll, {"nll": float(nll.detach())}
 
 
 @dataclass
@@ -153,7 +100,7 @@ class Run:
     per_rank_batch: int  # items (captions, or images with all their captions) per process and step
     state: TrainState = field(default_factory=TrainState)
     ddp: nn.Module | None = None
-    writer: Any = None
+    log: RunLog = field(default_factory=lambda: RunLog(Path("."), enabled=False))
     # the trunk caches fine-tuning switches to (encoder.cache_trunk); None: no trunk split
     trunk_features: dict[str, FeatureReader | None] | None = None
 
@@ -187,139 +134,35 @@ class Run:
 
 
 # ------------------------------------------------------------------- set-up
-def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={name!r} but CUDA is not available; use --train.device=cpu")
-        if dist_info is not None and dist_info.enabled:
-            device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {"python": [py[0], list(py[1]), py[2]], "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def environment() -> dict[str, Any]:
-    """Versions of the key packages and the git commit, saved with every run."""
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("torchvision", "timm", "h5py", "numpy", "PIL"):
-        with contextlib.suppress(ImportError):
-            versions[name] = __import__(name).__version__
-    commit = None
-    with contextlib.suppress(Exception):
-        root = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        commit = f"{commit}{'-dirty' if dirty else ''}" if commit else None
-    return {"versions": versions, "git_commit": commit, "argv": sys.argv, "platform": platform.platform()}
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
-                    ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step LambdaLR: warm-up, then constant / step decay by epoch / cosine."""
-    t = cfg.train
-    total = max(t.epochs * steps_per_epoch, 1)
-    if t.lr_schedule not in ("constant", "step", "cosine"):
-        raise ValueError(f"train.lr_schedule={t.lr_schedule!r}; valid: constant, step, cosine")
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
-        if t.lr_schedule == "step":
-            return warm * t.lr_gamma ** ((step // max(steps_per_epoch, 1)) // max(t.lr_step_epochs, 1))
-        if t.lr_schedule == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        return warm
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def trunk_split(cfg: Config, encoder: Encoder) -> int:
-    """How many top encoder stages run on a cached trunk (0: none; see EncoderConfig.cache_trunk)."""
-    e = cfg.encoder
-    if not -1 <= e.finetune_blocks <= encoder.num_blocks:  # fail now, not after finetune_after epochs
-        raise ValueError(f"encoder.finetune_blocks={e.finetune_blocks}: {encoder.name} has {encoder.num_blocks} "
-                         f"stages; use 1..{encoder.num_blocks}, -1 (all) or 0 (no fine-tuning)")
-    if not (e.freeze and e.cache_trunk and e.finetune_after > 0 and e.finetune_blocks > 0):
-        return 0
-    if e.finetune_blocks >= encoder.num_blocks or not encoder.spec.sequence:
-        return 0  # the whole CNN (or an unsplittable one) is fine-tuned on images
-    if encoder.grid_below_top > e.finetune_blocks:
-        raise ValueError(f"encoder.grid_below_top={encoder.grid_below_top} takes the grid from inside the frozen "
-                         f"trunk that encoder.finetune_blocks={e.finetune_blocks} caches; fine-tune at least "
-                         f"{encoder.grid_below_top} blocks, or set encoder.cache_trunk: false")
-    return e.finetune_blocks
-
-
-def feature_source(cfg: Config, encoder: Encoder, uses_grid: bool, *,
-                   finetuned: bool) -> tuple[Encoder | TrunkView, bool]:
-    """What the feature cache holds for this config: (the module to cache, with grid features?).
-
-    Once the top stages are fine-tuned on a cached trunk (``finetuned``), the frozen trunk
-    (always as a grid); before that, and without a trunk split, the encoder's own final
-    features (a grid only for decoders that attend over one): while the CNN is frozen its
-    head's output never changes, so it is cached too instead of recomputed every step.
-    """
-    top = trunk_split(cfg, encoder) if finetuned else 0
-    return (TrunkView(encoder, top), True) if top else (encoder, uses_grid)
-
-
-def prepare_features(cfg: Config, encoder: Encoder | TrunkView, store_dir: Path, device: torch.device, *,
-                     grid: bool, dist_info: DistInfo, progress: bool) -> dict[str, FeatureReader | None]:
-    """With a frozen encoder (or trunk), cache the features of every split once (rank 0 computes)."""
+def prepare_features(cfg: Config, model: CaptionModel, store_dir: Path, device: torch.device, *, finetuned: bool,
+                     dist_info: DistInfo, progress: bool) -> dict[str, FeatureReader | None]:
+    """Every split's feature cache for ``cfg`` (:func:`nic.model.split_feature_reader`); rank 0 computes."""
     readers: dict[str, FeatureReader | None] = {}
-    for split in ("train", "val", "test"):
+    for split in STORE_SPLITS:  # every split gets its feature cache
+        kwargs = dict(uses_grid=model.decoder.uses_grid, finetuned=finetuned, device=device)
         path = store_path(store_dir, split)
-        if not cfg.encoder.freeze or not path.exists():
-            readers[split] = None
-            continue
         if dist_info.is_main:
-            cache_features(encoder, path, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
-                           progress=progress)
+            readers[split] = split_feature_reader(cfg, model.encoder, path, progress=progress, **kwargs)
         barrier(dist_info)
-        readers[split] = FeatureReader(cache_features(encoder, path, grid=grid, dtype=cfg.encoder.feature_dtype,
-                                                      device=device, progress=False), grid=grid)
+        if not dist_info.is_main:
+            readers[split] = split_feature_reader(cfg, model.encoder, path, progress=False, **kwargs)
     return readers
 
 
-def setup(cfg: Config, *, progress: bool = True) -> Run:
-    """Build everything a run needs: data, features, model, optimizer, schedule."""
-    from preprocess.build import prepare
-
-    if cfg.train.best not in ("bleu", "last"):  # before any data or feature work
+def check_early(cfg: Config) -> None:
+    """Settings that would otherwise fail late: checked before any data or feature work."""
+    if cfg.train.best not in ("bleu", "last"):
         raise ValueError(f"train.best={cfg.train.best!r}; valid: bleu (highest validation BLEU-4), last (latest epoch)")
+    DecodeSettings.from_eval(cfg.eval).replace(beam_size=cfg.train.val_beam)
 
+
+def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | None = None) -> Run:
+    """Build everything a run needs: data, features, model, optimizer, schedule.
+
+    ``prepare_data(cfg.data, progress=...)``, when given, builds the stores first (rank 0
+    only; ``train.py`` passes :func:`preprocess.build.prepare`); otherwise they must exist.
+    """
+    check_early(cfg)
     dev_type = "cuda" if (cfg.train.device == "auto" and torch.cuda.is_available()) or \
         cfg.train.device.startswith("cuda") else "cpu"
     dist_info = init_distributed(dev_type)
@@ -329,27 +172,23 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
                          f"{dist_info.world_size} processes")
     run_dir = Path(cfg.train.out_dir) / cfg.train.name
-    if dist_info.is_main:
-        store_dir = prepare(cfg.data, progress=progress)
+    if dist_info.is_main and prepare_data is not None:
+        prepare_data(cfg.data, progress=progress)
     barrier(dist_info)
     store_dir = cfg.data.resolved_store_dir()
     vocab = Vocabulary.load(store_dir / "vocab.json")
-    encoder = build_encoder(cfg.encoder.name, weights=cfg.encoder.weights, grid_size=cfg.encoder.grid_size,
-                            grid_below_top=cfg.encoder.grid_below_top)
-    decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                            grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
-    trunk_top = trunk_split(cfg, encoder)
-    model = CaptionModel(encoder, decoder, trunk_top=trunk_top).to(device)
-    encoder.requires_grad_(not cfg.encoder.freeze)
+    model = build_model(cfg, len(vocab), pad_id=vocab.pad_id)
+    model.trunk_top = trunk_split(cfg, model.encoder)
+    model.to(device)
+    model.encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
-        encoder.eval()
+        model.encoder.eval()
     # frozen epochs read the final features; fine-tuning on a cached trunk switches to the trunk
-    source, grid = feature_source(cfg, encoder, decoder.uses_grid, finetuned=False)
-    features = prepare_features(cfg, source, store_dir, device, grid=grid, dist_info=dist_info, progress=progress)
+    features = prepare_features(cfg, model, store_dir, device, finetuned=False, dist_info=dist_info,
+                                progress=progress)
     trunk_features = None
-    if trunk_top:
-        source, grid = feature_source(cfg, encoder, decoder.uses_grid, finetuned=True)
-        trunk_features = prepare_features(cfg, source, store_dir, device, grid=grid, dist_info=dist_info,
+    if model.trunk_top:
+        trunk_features = prepare_features(cfg, model, store_dir, device, finetuned=True, dist_info=dist_info,
                                           progress=progress)
     stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
     train_store = stores["train"]
@@ -366,7 +205,8 @@ def setup(cfg: Config, *, progress: bool = True) -> Run:
     run = Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, vocab=vocab, model=model,
               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
               scaler=torch.amp.GradScaler("cuda", enabled=False), stores=stores, features=features,
-              sampler=sampler, per_rank_batch=per_rank, trunk_features=trunk_features)
+              sampler=sampler, per_rank_batch=per_rank, trunk_features=trunk_features,
+              log=RunLog(run_dir, enabled=dist_info.is_main))
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     wrap_ddp(run)
     return run
@@ -404,13 +244,6 @@ def should_finetune(run: Run) -> bool:
 # ------------------------------------------------------------------ the loop
 def batches_per_epoch(run: Run) -> int:
     return math.ceil(-(-run.sampler.n // run.dist.world_size) / run.per_rank_batch)
-
-
-def ss_probability(cfg: Config, epoch: int) -> float:
-    t = cfg.train
-    if t.ss_max_prob <= 0 or epoch < t.ss_start_epoch:
-        return 0.0
-    return t.ss_max_prob * min(1.0, (epoch - t.ss_start_epoch + 1) / max(t.ss_ramp_epochs, 1))
 
 
 def train_one_epoch(run: Run, *, progress: bool = True) -> float:
@@ -459,7 +292,8 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         state.epoch_nll += nll_global
         state.epoch_words += n_global
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
-            log_step(run, nll_global / max(n_global, 1))
+            run.log.step(step=state.step, epoch=state.epoch, loss=nll_global / max(n_global, 1),
+                         lr=run.optimizer.param_groups[0]["lr"])
         bar.set_postfix(loss=f"{state.epoch_nll / max(state.epoch_words, 1):.3f}",
                         lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
         if cfg.train.save_every and state.step % cfg.train.save_every == 0:
@@ -486,9 +320,9 @@ def validate(run: Run) -> dict[str, Any]:
     """Validation loss and BLEU-1..4 from real beam-search decoding (rank 0 only)."""
     cfg = run.cfg
     captioner = Captioner(run.encoder, run.decoder, run.vocab, config=cfg, device=run.device)
-    decoded = decode_split(captioner, run.stores["val"], run.features["val"], limit=cfg.train.val_images,
-                           beam_size=cfg.train.val_beam, max_len=cfg.eval.max_len,
-                           length_penalty=cfg.eval.length_penalty, batch_size=cfg.eval.batch_size)
+    settings = captioner.settings.replace(beam_size=cfg.train.val_beam)  # the checkpoint's, at the val beam
+    decoded = decode_split(captioner, run.stores["val"], run.features["val"], settings, limit=cfg.train.val_images,
+                           batch_size=cfg.eval.batch_size)
     val_loss = validation_loss(run)
     bleu = decoded.bleu().as_dict()
     return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
@@ -534,79 +368,38 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
     set_rng_state(training["rng"])
 
 
-def trim_logs(run: Run) -> None:
-    """Drop log lines written after the checkpoint being resumed from (they will be redone)."""
-    for name, key, limit in (("metrics.jsonl", "epoch", run.state.epoch), ("steps.jsonl", "step", run.state.step)):
-        path = run.run_dir / name
-        if path.exists():
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
-            atomic_write_text(path, "".join(line + "\n" for line in lines if json.loads(line)[key] <= limit))
-
-
-def open_tensorboard(run: Run) -> None:
-    if not (run.cfg.train.tensorboard and run.dist.is_main):
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return  # optional: metrics.jsonl is always written
-    run.writer = SummaryWriter(str(run.run_dir / "tb"))
-
-
-def log_step(run: Run, loss: float) -> None:
-    """Append the global (all-process) training loss of this step to steps.jsonl (rank 0)."""
-    if not run.dist.is_main:
-        return
-    with open(run.run_dir / "steps.jsonl", "a") as f:
-        f.write(json.dumps({"step": run.state.step, "epoch": run.state.epoch, "loss": loss,
-                            "lr": run.optimizer.param_groups[0]["lr"]}) + "\n")
-    if run.writer is not None:
-        run.writer.add_scalar("train/loss", loss, run.state.step)
-
-
-def log_epoch(run: Run, record: dict[str, Any]) -> None:
-    with open(run.run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if run.writer is not None:
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                run.writer.add_scalar(k.replace("val_", "val/"), v, record["step"])
-        run.writer.flush()
-
-
-def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True,
+          prepare_data: PrepareData | None = None) -> Path:
     """Train the model ``cfg`` describes; return the run directory.
+
+    ``prepare_data``: builds the stores first when given (see :func:`setup`).
 
     ``resume``: a run directory (or checkpoint) to continue from; ``cfg`` should then be that
     run's saved config (``<run>/config.yaml``), possibly with overrides such as more epochs.
     """
     ckpt = None
     if resume is not None:
-        resume = Path(resume)
-        ckpt = load_checkpoint(resume / "last.pt" if resume.is_dir() else resume)
-    run = setup(cfg, progress=progress)
+        resume = Path(resume / "last.pt" if Path(resume).is_dir() else resume)
+        ckpt = load_checkpoint(resume)
+        if "training" not in ckpt:
+            raise ValueError(f"{resume}: an exported model, without the training state a resume needs; "
+                             "resume from the run directory's last.pt")
+    run = setup(cfg, progress=progress, prepare_data=prepare_data)
     if ckpt is not None:
         restore(run, ckpt)
-        if run.dist.is_main:
-            trim_logs(run)
-    elif run.dist.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "steps.jsonl"):
-            (run.run_dir / name).unlink(missing_ok=True)
+    run.log.start(resumed_at=(run.state.epoch, run.state.step) if ckpt is not None else None,
+                  tensorboard=cfg.train.tensorboard)
     if run.dist.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.run_dir / "config.yaml")
         run.vocab.save(run.run_dir / "vocab.json")
         atomic_write_text(run.run_dir / "env.json", json.dumps(environment(), indent=1))
-        open_tensorboard(run)
         n_params = sum(p.numel() for p in run.decoder.parameters())
         print(f"run {run.run_dir}: {run.stores['train'].num_captions} training captions, vocab {len(run.vocab)}, "
               f"{cfg.decoder.type} decoder ({n_params / 1e6:.1f}M params), device {run.device}"
               f"{f', {run.dist.world_size} processes' if run.dist.enabled else ''}"
               f"{f', resuming after epoch {run.state.epoch} step {run.state.step}' if ckpt else ''}")
     fit(run, progress=progress)
-    if run.writer is not None:
-        run.writer.close()
+    run.log.close()
     return run.run_dir
 
 
@@ -631,7 +424,7 @@ def fit(run: Run, *, progress: bool = True) -> None:
                 state.best_score, state.best_epoch, state.bad_epochs = record["val_BLEU-4"], state.epoch, 0
             else:
                 state.bad_epochs += 1
-            log_epoch(run, record)
+            run.log.epoch(record)
             save(run, best=improved or cfg.train.best == "last")
             if progress:
                 print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  val {record['val_loss']:.3f}  "

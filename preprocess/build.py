@@ -15,14 +15,14 @@ Steps (:func:`build_stores`):
    the default ``"truncate"`` keeps them, cut to ``max_len`` words), and at most
    ``captions_per_image`` captions are kept per image (0: all). Val/test keep every caption
    so BLEU sees every reference. An image left without a caption is skipped (reported).
-2. the images of every split are decoded into partial stores (resumable);
+2. the images of every split are decoded into partial stores (resumable, :mod:`preprocess.stores`);
 3. the vocabulary, from the train captions of the images really stored: words seen >=
    ``min_count`` times;
    ``vocab.json`` records these settings and the counts (words kept, tokens mapped to
    ``<unk>``, captions dropped/truncated).
 4. captions are written into each store, which is then renamed into place
-   (:mod:`preprocess.stores`). Changing only caption settings (``min_count``, ``max_len``,
-   ...) re-captions finished stores without decoding their images again.
+   (:mod:`preprocess.finish`). Changing only caption settings (``min_count``,
+   ``max_len``, ...) re-captions finished stores without decoding their images again.
 
 A fingerprint of the records, vocabulary and settings decides what can be reused: the
 same inputs and settings find ``manifest.json`` and do nothing; an interrupted run
@@ -42,23 +42,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from nic.h5resume import h5_attr
 from nic.images import DEFAULT_MAX_PIXELS
 from nic.io import atomic_write_text
-from nic.store import check_store, store_path
+from nic.store import SPLITS, check_store, store_path
 from nic.vocab import Vocabulary
 from preprocess import stores
-from preprocess.karpathy import SPLITS, DatasetFormatError, ImageRecord, InputProblem, ProblemLog, read_karpathy
-from preprocess.stores import (
-    decode_split,
-    default_workers,
-    finish_split,
-    h5_attr,
-    images_fingerprint,
-    kept_indices,
-    partial_store_path,
-    progress_path,
-    records_digest,
-)
+from preprocess.finish import finish_split, kept_indices, records_digest, resumable_store
+from preprocess.karpathy import DatasetFormatError, ImageRecord, InputProblem, ProblemLog, read_karpathy
+from preprocess.stores import decode_split, default_workers, images_fingerprint
 
 MANIFEST_VERSION = 2
 KARPATHY_DATASETS = ("coco", "flickr8k", "flickr30k")
@@ -182,11 +174,7 @@ def build_stores(
     problems.strict = strict
     selected, counts = select_captions(records, problems, max_len=max_len, long_captions=long_captions,
                                        captions_per_image=captions_per_image)
-    by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
-    for r in selected:
-        by_split[r.split].append(r)
-    if not by_split["train"]:
-        raise ValueError(f"{dataset}: no training images found; check the 'split' fields of the input")
+    by_split = _by_split(selected, dataset)
     image_fps = {s: images_fingerprint(by_split[s], dataset=dataset, split=s, image_size=image_size,
                                        max_pixels=max_pixels) for s in SPLITS if by_split[s]}
     settings = {"dataset": dataset, "image_size": image_size, "max_len": max_len, "max_pixels": max_pixels,
@@ -195,37 +183,61 @@ def build_stores(
     fingerprint = hashlib.sha256(json.dumps(
         {"settings": settings, "images": image_fps, "records": {s: records_digest(by_split[s]) for s in image_fps}},
         sort_keys=True).encode()).hexdigest()
-    manifest = store_dir / "manifest.json"
-    if not force and _manifest_matches(manifest, fingerprint, store_dir):
+    if not force and _manifest_matches(store_dir / "manifest.json", fingerprint, store_dir):
         return json.loads((store_dir / "report.json").read_text(encoding="utf-8"))
-
     with _locked(store_dir):
-        manifest.unlink(missing_ok=True)
-        for split in SPLITS:  # stores of other images must not sit beside the new vocabulary
-            path = store_path(store_dir, split)
-            if force:
-                for stale in (partial_store_path(path), progress_path(path)):
-                    stale.unlink(missing_ok=True)
-            if path.exists() and (force or h5_attr(path, "images_fingerprint") != image_fps.get(split)):
-                path.unlink()
+        (store_dir / "manifest.json").unlink(missing_ok=True)
+        _clear_stale(store_dir, image_fps, force)
         check_layout(selected, image_dir)
-        states = {split: decode_split(
-            by_split[split], store_path(store_dir, split), image_dir=image_dir, image_size=image_size,
-            dataset=dataset, split=split, fingerprint=image_fps[split], workers=workers, max_pixels=max_pixels,
-            strict=strict, flush_every=flush_every or stores.FLUSH_EVERY, progress=progress) for split in image_fps}
-        # the vocabulary comes from the train captions that are really stored (images decoded)
-        train = [by_split["train"][i] for i in kept_indices(states["train"])]
-        vocab = build_vocab(train, counts["train"], min_count=min_count, max_len=max_len,
-                            long_captions=long_captions, captions_per_image=captions_per_image)
-        vocab.save(store_dir / "vocab.json")
-        split_reports = {split: finish_split(by_split[split], store_path(store_dir, split), states[split],
-                                             vocab=vocab, max_len=max_len, dataset=dataset, split=split,
-                                             image_size=image_size) for split in image_fps}
-        report = _report(settings, fingerprint, vocab, split_reports, counts, problems)
-        atomic_write_text(store_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False))
-        store_fps = {split: states[split]["store_fingerprint"] for split in image_fps}
-        atomic_write_text(manifest, json.dumps({"fingerprint": fingerprint, "settings": settings,
-                                                "vocab_hash": vocab.hash(), "splits": store_fps}, indent=1))
+        return _write_build(by_split, image_fps, counts, problems, settings, fingerprint, store_dir=store_dir,
+                            image_dir=image_dir, workers=workers, strict=strict, progress=progress,
+                            flush_every=flush_every or stores.FLUSH_EVERY)
+
+
+def _by_split(selected: Sequence[ImageRecord], dataset: str) -> dict[str, list[ImageRecord]]:
+    """The selected records of each split, in order; a dataset without training images is an error."""
+    by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
+    for r in selected:
+        by_split[r.split].append(r)
+    if not by_split["train"]:
+        raise ValueError(f"{dataset}: no training images found; check the 'split' fields of the input")
+    return by_split
+
+
+def _clear_stale(store_dir: Path, image_fps: dict[str, str], force: bool) -> None:
+    """Remove stores of other images (they must not sit beside the new vocabulary); all of them when forced."""
+    for split in SPLITS:
+        path = store_path(store_dir, split)
+        if force:
+            resumable_store(path).discard()
+        if path.exists() and (force or h5_attr(path, "images_fingerprint") != image_fps.get(split)):
+            path.unlink()
+
+
+def _write_build(by_split: dict[str, list[ImageRecord]], image_fps: dict[str, str], counts: dict[str, dict[str, int]],
+                 problems: ProblemLog, settings: dict[str, Any], fingerprint: str, *, store_dir: Path, image_dir: Path,
+                 workers: int, strict: bool, progress: bool, flush_every: int) -> dict[str, Any]:
+    """Decode every split, build the vocabulary, finish the stores, then write the report and the manifest."""
+    dataset, image_size, max_len = settings["dataset"], settings["image_size"], settings["max_len"]
+    states = {split: decode_split(
+        by_split[split], store_path(store_dir, split), image_dir=image_dir, image_size=image_size,
+        dataset=dataset, split=split, fingerprint=image_fps[split], workers=workers,
+        max_pixels=settings["max_pixels"], strict=strict, flush_every=flush_every, progress=progress)
+        for split in image_fps}
+    # the vocabulary comes from the train captions that are really stored (images decoded)
+    train = [by_split["train"][i] for i in kept_indices(states["train"])]
+    vocab = build_vocab(train, counts["train"], min_count=settings["min_count"], max_len=max_len,
+                        long_captions=settings["long_captions"], captions_per_image=settings["captions_per_image"])
+    vocab.save(store_dir / "vocab.json")
+    split_reports = {split: finish_split(by_split[split], store_path(store_dir, split), states[split],
+                                         vocab=vocab, max_len=max_len, dataset=dataset, split=split,
+                                         image_size=image_size) for split in image_fps}
+    report = _report(settings, fingerprint, vocab, split_reports, counts, problems)
+    atomic_write_text(store_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    store_fps = {split: states[split]["store_fingerprint"] for split in image_fps}
+    atomic_write_text(store_dir / "manifest.json", json.dumps({"fingerprint": fingerprint, "settings": settings,
+                                                              "vocab_hash": vocab.hash(), "splits": store_fps},
+                                                             indent=1))
     return report
 
 

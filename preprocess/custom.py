@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from nic.store import SPLITS
 from nic.vocab import tokenize
-from preprocess.karpathy import SPLITS, DatasetFormatError, ImageRecord, ProblemLog, _intern, safe_relative_path
+from preprocess.karpathy import DatasetFormatError, ImageRecord, ProblemLog, _intern, safe_relative_path
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 LAYOUT = ("one row per caption with columns image,caption[,split] (CSV/TSV with a header row) "

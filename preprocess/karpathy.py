@@ -33,17 +33,15 @@ Two kinds of bad input:
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from nic.captions_json import KARPATHY, CaptionedImage, CaptionsFormatError, load_captions_json
 from nic.vocab import tokenize
 
-STANDARD_KEYS = {"filepath", "filename", "split", "imgid", "cocoid", "sentids", "sentences", "id"}
-SPLITS = ("train", "val", "test")
 RESTVAL_CHOICES = ("train", "drop")
 
 
@@ -58,8 +56,8 @@ class ImageRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class DatasetFormatError(ValueError):
-    """The input file is not in the expected layout."""
+#: The input file is not in the expected layout (the shared reader's error, so both are caught alike).
+DatasetFormatError = CaptionsFormatError
 
 
 class InputProblem(ValueError):
@@ -123,17 +121,6 @@ def safe_relative_path(*parts: str) -> str | None:
     return "/".join(pieces) if pieces else None
 
 
-def _compact_sentence(obj: dict[str, Any]) -> dict[str, Any]:
-    """json object_hook: drop a sentence's ``tokens`` when it has ``raw`` (we re-tokenize anyway).
-
-    Karpathy's COCO file (~140 MB) holds every caption twice; dropping the copy while parsing
-    roughly halves the memory the parse needs.
-    """
-    if "raw" in obj and "tokens" in obj and set(obj) <= {"raw", "tokens", "imgid", "sentid"}:
-        del obj["tokens"]
-    return obj
-
-
 def read_karpathy(json_path: str | Path, *, restval: str = "train",
                   problems: ProblemLog | None = None) -> list[ImageRecord]:
     """Read a Karpathy-split JSON file into :class:`ImageRecord` s.
@@ -141,78 +128,38 @@ def read_karpathy(json_path: str | Path, *, restval: str = "train",
     ``restval`` says what to do with COCO's ``restval`` images: ``"train"`` merges them
     into train (the usual choice, ~113k training images), ``"drop"`` leaves them out.
     Unusable entries are skipped and recorded in ``problems`` (see the module docstring).
+    The file is read and checked by :mod:`nic.captions_json`, the reader evaluation uses too.
     """
     json_path = Path(json_path)
     if restval not in RESTVAL_CHOICES:
         raise ValueError(f"restval must be one of {RESTVAL_CHOICES}, got {restval!r}")
     problems = problems if problems is not None else ProblemLog()
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f, object_hook=_compact_sentence)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{json_path}: Karpathy split file not found (download dataset_<name>.json "
-                                "from Karpathy's caption_datasets.zip; see docs/datasets.md)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(f"{json_path}: malformed JSON ({e})") from None
-    if isinstance(data, dict) and "annotations" in data and "images" in data:
-        raise DatasetFormatError(
-            f"{json_path}: this is a COCO annotations file (captions_*.json), not Karpathy's split file; "
-            "use dataset_coco.json from Karpathy's caption_datasets.zip (see docs/datasets.md)")
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DatasetFormatError(
-            f"{json_path}: expected a Karpathy-split JSON object with an 'images' list "
-            '({"images": [{"filename": ..., "split": ..., "sentences": [{"raw": ...}]}]})'
-        )
+    file = load_captions_json(json_path, what="Karpathy split file", expect=KARPATHY,
+                              not_found_hint=" (download dataset_<name>.json from Karpathy's caption_datasets.zip; "
+                                             "see docs/datasets.md)")
     records = []
-    images = data["images"]
-    for i in range(len(images)):
-        record = _record(images[i], i, json_path, restval, problems)
-        images[i] = None  # free the parsed entry as we go
+    for image in file.images(require=("filename", "split"), integer_ids=True):
+        record = _record(image, json_path, restval, problems)
         if record is not None:
             records.append(record)
     return records
 
 
-def _record(entry: Any, index: int, json_path: Path, restval: str, problems: ProblemLog) -> ImageRecord | None:
-    where = f"{json_path}: images[{index}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str) or "split" not in entry:
-        raise DatasetFormatError(f"{where}: expected an object with 'filename' (a string), 'split' and "
-                                 "'sentences'")
-    split = entry["split"]
-    if split == "restval":
-        if restval == "drop":
-            return None
-        split = "train"
-    if split not in SPLITS:
-        raise DatasetFormatError(f"{where}: unknown split {split!r} (expected one of {SPLITS} or 'restval')")
-    filepath = entry.get("filepath") or ""
-    if not isinstance(filepath, str):
-        raise DatasetFormatError(f"{where}: 'filepath' must be a string, got {filepath!r}")
-    shown = f"{filepath.rstrip('/')}/{entry['filename']}" if filepath else entry["filename"]
-    path = safe_relative_path(filepath, entry["filename"])
+def _record(image: CaptionedImage, json_path: Path, restval: str, problems: ProblemLog) -> ImageRecord | None:
+    if image.split == "restval" and restval == "drop":
+        return None
+    split = image.merged_split
+    path = safe_relative_path(image.filepath, image.filename)
     if path is None:
-        problems.add(split, shown, "unsafe_path", "file name escapes the image folder (absolute or '..'); "
+        problems.add(split, image.file, "unsafe_path", "file name escapes the image folder (absolute or '..'); "
                      "image skipped", source=json_path)
         return None
-    image_id = entry.get("cocoid", entry.get("imgid", index))
-    if not isinstance(image_id, int) or isinstance(image_id, bool):
-        raise DatasetFormatError(f"{where}: image id (cocoid/imgid) must be an integer, got {image_id!r}")
-    sentences = entry.get("sentences")
-    if not sentences:
+    if not image.sentences:
         problems.add(split, path, "no_captions", "entry has no sentences; image skipped", source=json_path)
         return None
-    if not isinstance(sentences, list):
-        raise DatasetFormatError(f"{where}: 'sentences' must be a list, got {type(sentences).__name__}")
-    captions = []
-    for sentence in sentences:
-        if isinstance(sentence, dict) and isinstance(sentence.get("raw"), str):
-            captions.append(_intern(tokenize(sentence["raw"])))
-        elif isinstance(sentence, dict) and isinstance(sentence.get("tokens"), list):
-            captions.append(_intern([t.lower() for t in sentence["tokens"] if isinstance(t, str) and t.strip()]))
-        else:
-            raise DatasetFormatError(f"{where}: each sentence needs 'raw' (a string) or 'tokens' (a list)")
-    meta = {k: v for k, v in entry.items() if k not in STANDARD_KEYS}
-    return ImageRecord(image_id=image_id, path=path, split=split, captions=captions, meta=meta)
+    captions = [_intern(tokenize(s.raw)) if s.raw is not None else _intern([t.lower() for t in s.tokens if t.strip()])
+                for s in image.sentences]
+    return ImageRecord(image_id=image.image_id, path=path, split=split, captions=captions, meta=image.meta)
 
 
 def _intern(tokens: list[str]) -> list[str]:

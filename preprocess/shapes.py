@@ -30,7 +30,9 @@ returns at once.
 
 The caption lexicon (colour, shape, size, count and relation words) is exported as
 module constants, and :func:`relation_between` is the one geometry rule for "left of",
-"right of", "above" and "below", shared with the scorer.
+"right of", "above" and "below", shared with the scorer. They live with the scenes in
+:mod:`preprocess.shapes_scene` (sampling and drawing); the captions are written by
+:mod:`preprocess.shapes_captions`; this module generates the dataset and re-exports both.
 
 CLI::
 
@@ -41,434 +43,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
+from nic.shapes_world import (  # noqa: F401  # noqa: F401 - the lexicon and relation rule, re-exported for callers of this module
+    COLOR_WORDS,
+    COLORS,
+    COUNT_WORDS,
+    DETERMINERS,
+    GENERIC_NOUNS,
+    INVERSE_RELATION,
+    NUMBER_WORDS,
+    PLURALS,
+    RELATION_PHRASES,
+    RELATIONS,
+    SHAPE_SYNONYMS,
+    SHAPE_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    plain_phrase,
+    relation_between,
+    relation_candidates,
+)
+from nic.store import SPLITS
 from nic.vocab import tokenize
+from preprocess.shapes_captions import make_captions
+from preprocess.shapes_scene import BACKGROUNDS, objects_overlap, render, sample_scene  # noqa: F401
 
 # Bump when the output for given parameters changes, so old datasets are regenerated.
 GENERATOR_VERSION = 1
 JSON_NAME = "dataset_shapes.json"
-SPLITS = ("train", "val", "test")
-
-# ----------------------------------------------------------------------------- lexicon
-
-# Canonical colour -> nominal RGB (far apart; each drawn colour is jittered by COLOR_JITTER).
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "green": (30, 160, 50),
-    "blue": (35, 75, 215),
-    "yellow": (240, 215, 30),
-    "purple": (135, 45, 175),
-    "orange": (245, 130, 15),
-}
-COLOR_WORDS: tuple[str, ...] = tuple(COLORS)  # one word per colour, no synonyms
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-# Canonical shape -> its singular nouns (the first is the canonical word); each noun names one shape.
-SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "circle": ("circle", "disc"),
-    "square": ("square", "box"),
-    "triangle": ("triangle",),
-    "star": ("star",),
-}
-PLURALS: dict[str, str] = {
-    "circle": "circles", "disc": "discs", "square": "squares", "box": "boxes",
-    "triangle": "triangles", "star": "stars",
-}
-# Every shape noun, singular and plural -> canonical shape.
-SHAPE_WORDS: dict[str, str] = {
-    form: shape
-    for shape, nouns in SHAPE_SYNONYMS.items()
-    for noun in nouns
-    for form in (noun, PLURALS[noun])
-}
-# Nouns that name "some shape" without saying which ("three shapes").
-GENERIC_NOUNS: tuple[str, ...] = ("shape", "shapes", "object", "objects")
-
-SIZES: tuple[str, ...] = ("small", "large")
-SIZE_WORDS: dict[str, str] = {"small": "small", "little": "small", "large": "large", "big": "large"}
-
-# Explicit counts ("a"/"an" are determiners, not counts).
-COUNT_WORDS: dict[str, int] = {"one": 1, "single": 1, "two": 2, "three": 3}
-NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three"}
-DETERMINERS: tuple[str, ...] = ("a", "an", "the")
-
-# Canonical relations: "A <relation> B" as relation_between(A, B) returns it.
-RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-INVERSE_RELATION: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-# Token sequences that state a relation -> canonical relation.
-RELATION_PHRASES: dict[tuple[str, ...], str] = {
-    ("to", "the", "left", "of"): "left of",
-    ("left", "of"): "left of",
-    ("to", "the", "right", "of"): "right of",
-    ("right", "of"): "right of",
-    ("above",): "above",
-    ("below",): "below",
-    ("under",): "below",
-}
-
-# Background name -> base RGB: muted greys and beige, never close to a shape colour.
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "light grey": (200, 200, 198),
-    "grey": (148, 149, 150),
-    "dark grey": (72, 72, 76),
-    "beige": (212, 198, 168),
-}
-
-# ----------------------------------------------------------------------------- geometry
-
-# Object extent (circumradius, image-size units) per size class: clearly different in pixels.
-SIZE_EXTENT: dict[str, tuple[float, float]] = {"small": (0.065, 0.08), "large": (0.135, 0.165)}
-BORDER = 0.02  # min gap between a shape and the image edge
-GAP = 0.03  # min gap between the discs of two shapes
-RELATION_MIN_OFFSET = 0.1  # centres at least this far apart along the stated axis ...
-RELATION_RATIO = 1.5  # ... and this many times farther than along the other axis
-COLOR_JITTER = 12  # +- per channel
-NOISE = 10  # +- per pixel and channel
-SUPERSAMPLE = 4
-
-
-def relation_between(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
-    """The spatial relation of object ``a`` to object ``b`` ("a is ... b"), or None if unclear.
-
-    Decided from the centres (y grows downwards): "left of"/"right of" when the horizontal
-    offset is at least :data:`RELATION_MIN_OFFSET` and :data:`RELATION_RATIO` times the
-    vertical one, "above"/"below" likewise; diagonal or close pairs get None.
-    """
-    dx, dy = b["cx"] - a["cx"], b["cy"] - a["cy"]
-    if abs(dx) >= RELATION_MIN_OFFSET and abs(dx) >= RELATION_RATIO * abs(dy):
-        return "left of" if dx > 0 else "right of"
-    if abs(dy) >= RELATION_MIN_OFFSET and abs(dy) >= RELATION_RATIO * abs(dx):
-        return "above" if dy > 0 else "below"
-    return None
-
-
-def objects_overlap(a: Mapping[str, Any], b: Mapping[str, Any], gap: float = 0.0) -> bool:
-    """Whether the bounding discs of two objects come closer than ``gap``."""
-    return math.hypot(a["cx"] - b["cx"], a["cy"] - b["cy"]) < a["extent"] + b["extent"] + gap
-
-
-def _sample_attributes(r: random.Random) -> list[dict[str, Any]]:
-    """1-3 objects' shape, colour and size; later objects sometimes repeat an earlier colour+shape."""
-    objects: list[dict[str, Any]] = []
-    for _ in range(r.randint(1, 3)):
-        if objects and r.random() < 0.2:
-            prev = r.choice(objects)
-            shape, color = prev["shape"], prev["color"]
-        else:
-            shape, color = r.choice(SHAPES), r.choice(COLOR_WORDS)
-        objects.append({"shape": shape, "color": color, "size": r.choice(SIZES)})
-    return objects
-
-
-def _place(objects: list[dict[str, Any]], r: random.Random) -> list[dict[str, Any]]:
-    """Give every object a centre and extent, non-overlapping and inside the image (rejection sampling)."""
-    extents = [round(r.uniform(*SIZE_EXTENT[o["size"]]), 4) for o in objects]
-    while True:
-        placed: list[dict[str, Any]] = []
-        for obj, extent in zip(objects, extents):
-            lo, hi = extent + BORDER, 1.0 - extent - BORDER
-            for _ in range(200):
-                cand = {**obj, "cx": round(r.uniform(lo, hi), 4), "cy": round(r.uniform(lo, hi), 4),
-                        "extent": extent}
-                if not any(objects_overlap(cand, p, GAP) for p in placed):
-                    placed.append(cand)
-                    break
-            else:
-                break  # no room: start the layout again
-        if len(placed) == len(objects):
-            return placed
-
-
-def sample_scene(r: random.Random) -> tuple[list[dict[str, Any]], str]:
-    """A random scene: its objects (as stored in the JSON) and background name."""
-    return _place(_sample_attributes(r), r), r.choice(tuple(BACKGROUNDS))
-
-
-# ----------------------------------------------------------------------------- drawing
-
-
-def _outline(shape: str, cx: float, cy: float, extent: float, angle: float) -> list[tuple[float, float]]:
-    """Polygon vertices (pixel units) of a square, triangle or star of circumradius ``extent``."""
-    if shape == "square":
-        radii, n = [extent], 4
-        angle += math.pi / 4
-    elif shape == "triangle":
-        radii, n = [extent], 3
-        angle -= math.pi / 2
-    else:  # star
-        radii, n = [extent, 0.45 * extent], 10
-        angle -= math.pi / 2
-    return [(cx + radii[k % len(radii)] * math.cos(angle + 2 * math.pi * k / n),
-             cy + radii[k % len(radii)] * math.sin(angle + 2 * math.pi * k / n)) for k in range(n)]
-
-
-def _shape_alpha(obj: Mapping[str, Any], size: int, angle: float) -> tuple[int, int, np.ndarray]:
-    """Anti-aliased coverage of one object: top-left pixel and a float alpha array of its box."""
-    cx, cy, e = obj["cx"] * size, obj["cy"] * size, obj["extent"] * size
-    x0, y0 = max(int(cx - e) - 1, 0), max(int(cy - e) - 1, 0)
-    x1, y1 = min(int(math.ceil(cx + e)) + 1, size), min(int(math.ceil(cy + e)) + 1, size)
-    s = SUPERSAMPLE
-    mask = Image.new("L", ((x1 - x0) * s, (y1 - y0) * s), 0)
-    draw = ImageDraw.Draw(mask)
-    lx, ly = (cx - x0) * s, (cy - y0) * s
-    if obj["shape"] == "circle":
-        rad = 0.9 * e * s
-        draw.ellipse((lx - rad, ly - rad, lx + rad, ly + rad), fill=255)
-    else:
-        draw.polygon(_outline(obj["shape"], lx, ly, e * s, angle), fill=255)
-    alpha = np.asarray(mask.resize((x1 - x0, y1 - y0), Image.BOX), dtype=np.float32) / 255.0
-    return x0, y0, alpha[..., None]
-
-
-def _background(name: str, size: int, r: random.Random) -> np.ndarray:
-    """A smooth random gradient around the named base colour, as float32 (size, size, 3)."""
-    shift = r.uniform(-12, 12)  # lighter or darker, keeping the hue
-    base = np.array([c + shift + r.uniform(-4, 4) for c in BACKGROUNDS[name]], dtype=np.float32)
-    theta, amp = r.uniform(0, 2 * math.pi), r.uniform(12, 32)
-    tint = np.array([amp * r.uniform(0.9, 1.1) for _ in range(3)], dtype=np.float32)
-    c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5  # pixel centres
-    ramp = (c * math.cos(theta))[None, :] + (c * math.sin(theta))[:, None]  # in [-0.71, 0.71]
-    img = np.multiply(ramp[..., None], tint)  # in place from here on: few full-size temporaries
-    img += base
-    return img
-
-
-def render(objects: Sequence[Mapping[str, Any]], background: str, size: int, seed: int) -> Image.Image:
-    """Draw a scene (deterministic in ``seed``): gradient background, jittered shapes, pixel noise."""
-    r = random.Random(seed)
-    img = _background(background, size, r)
-    for obj in objects:
-        color = np.array([c + r.randint(-COLOR_JITTER, COLOR_JITTER) for c in COLORS[obj["color"]]],
-                         dtype=np.float32)
-        angle = r.uniform(-0.2, 0.2) if obj["shape"] in ("square", "triangle") else r.uniform(0, 2 * math.pi)
-        x0, y0, alpha = _shape_alpha(obj, size, angle)
-        region = img[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
-        region += alpha * (color - region)
-    img += np.random.default_rng(seed).integers(-NOISE, NOISE + 1, size=img.shape, dtype=np.int16)
-    return Image.fromarray(np.clip(img, 0, 255, out=img).astype(np.uint8), "RGB")
-
-
-# ----------------------------------------------------------------------------- captions
-
-
-@dataclass(frozen=True)
-class _Unit:
-    """Objects described by one noun phrase: all of a colour+shape, or those of one size."""
-
-    color: str
-    shape: str
-    objs: tuple[int, ...]  # indices into the scene's objects
-    sizes: tuple[str, ...]  # their sizes
-    size_required: bool = False  # the phrase must state the size (it picks out one size class)
-
-
-def _an(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _join(phrases: Sequence[str]) -> str:
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def _groups(objects: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> dict[tuple[str, str], list[int]]:
-    """The given objects grouped by (colour, shape), in order of first appearance."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i in idx:
-        groups.setdefault((objects[i]["color"], objects[i]["shape"]), []).append(i)
-    return groups
-
-
-def _unit(objects: Sequence[Mapping[str, Any]], idx: Sequence[int], size_required: bool = False) -> _Unit:
-    o = objects[idx[0]]
-    return _Unit(o["color"], o["shape"], tuple(idx), tuple(objects[i]["size"] for i in idx), size_required)
-
-
-def _by_size(objects: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> list[_Unit]:
-    return [_unit(objects, [i for i in idx if objects[i]["size"] == s], True)
-            for s in SIZES if any(objects[i]["size"] == s for i in idx)]
-
-
-def relation_candidates(objects: Sequence[Mapping[str, Any]]) -> list[tuple[_Unit, str, _Unit]]:
-    """(A, relation, B) for every pair of describable units where the relation holds for all their objects."""
-    units: list[_Unit] = []
-    for members in _groups(objects, range(len(objects))).values():
-        units.append(_unit(objects, members))
-        if len({objects[i]["size"] for i in members}) > 1:
-            units.extend(_by_size(objects, members))
-    out = []
-    for a in units:
-        for b in units:
-            if set(a.objs) & set(b.objs):
-                continue
-            rels = {relation_between(objects[i], objects[j]) for i in a.objs for j in b.objs}
-            if len(rels) == 1 and None not in rels:
-                out.append((a, rels.pop(), b))
-    return out
-
-
-def plain_phrase(unit: _Unit) -> list[str]:
-    """The plainest words for a unit of :func:`relation_candidates`: "a red circle", "two small blue boxes"."""
-    n = len(unit.objs)
-    words = [NUMBER_WORDS[n]] if n > 1 else []
-    if unit.size_required:
-        words.append(unit.sizes[0])
-    words.append(unit.color)
-    words = ([_an(words[0])] if n == 1 else []) + words
-    return [*words, PLURALS[unit.shape] if n > 1 else unit.shape]
-
-
-_RELATION_WORDS: dict[str, tuple[str, ...]] = {
-    "left of": ("to the left of", "to the left of", "left of"),
-    "right of": ("to the right of", "to the right of", "right of"),
-    "above": ("above",),
-    "below": ("below", "below", "under"),
-}
-_PREFIXES = ("an image with", "a picture of", "a drawing of", "an image showing", "a picture showing")
-
-
-@dataclass(frozen=True)
-class _Scene:
-    objects: list[dict[str, Any]]
-    background: str
-    relations: list[tuple[_Unit, str, _Unit]]
-
-
-class _Writer:
-    """Writes the phrases of one caption; each shape keeps one noun throughout the caption."""
-
-    def __init__(self, scene: _Scene, r: random.Random) -> None:
-        self.scene, self.r = scene, r
-        self.nouns = {s: r.choices(SHAPE_SYNONYMS[s], weights=(3, 1)[: len(SHAPE_SYNONYMS[s])])[0]
-                      for s in SHAPES}
-
-    def phrase(self, u: _Unit, det: str = "any") -> str:
-        """'a small red circle', 'one blue box', 'two yellow squares'; det: 'any', 'article' or 'none'."""
-        words = []
-        if u.size_required or (len(set(u.sizes)) == 1 and self.r.random() < 0.5):
-            words.append(self.r.choice(tuple(w for w, s in SIZE_WORDS.items() if s == u.sizes[0])))
-        noun = self.nouns[u.shape]
-        words += [u.color, PLURALS[noun] if len(u.objs) > 1 else noun]
-        if len(u.objs) > 1:
-            words.insert(0, NUMBER_WORDS[len(u.objs)])
-        elif det != "none":
-            words.insert(0, "one" if det == "any" and self.r.random() < 0.15 else _an(words[0]))
-        return " ".join(words)
-
-    def units(self, idx: Sequence[int] | None = None) -> list[_Unit]:
-        """Units covering the objects ``idx`` (default all), in random order.
-
-        A colour+shape group is one unit ("two red circles") or, when its sizes differ, sometimes
-        one unit per size ("a small red circle and a large red circle"). Objects whose group is
-        only partly in ``idx`` (the rest named elsewhere) are always split by size, so every
-        stated count stays true.
-        """
-        objects = self.scene.objects
-        idx = list(range(len(objects))) if idx is None else list(idx)
-        units: list[_Unit] = []
-        for key, members in _groups(objects, idx).items():
-            whole = len(members) == sum(1 for o in objects if (o["color"], o["shape"]) == key)
-            mixed = len({objects[i]["size"] for i in members}) > 1
-            if not whole or (mixed and self.r.random() < 0.5):
-                units.extend(_by_size(objects, members))
-            else:
-                units.append(_unit(objects, members))
-        self.r.shuffle(units)
-        return units
-
-    def listing(self, idx: Sequence[int] | None = None, det: str = "any") -> str:
-        """'a red circle, two blue boxes and a small green star'"""
-        return _join([self.phrase(u, det) for u in self.units(idx)])
-
-    def background(self, text: str, p: float = 0.3) -> str:
-        """``text``, sometimes followed by 'on a grey background'."""
-        bg = self.scene.background
-        return f"{text} on {_an(bg)} {bg} background" if self.r.random() < p else text
-
-
-def _there(first: str) -> str:
-    """'there are' before a plural first phrase, else 'there is'."""
-    return "there are" if first.split()[0] in ("two", "three") else "there is"
-
-
-def _t_list(w: _Writer) -> str:
-    """'a red circle and two blue boxes on a grey background'"""
-    return w.background(w.listing())
-
-
-def _t_there(w: _Writer) -> str:
-    """'there is a large blue square and a red star'"""
-    listed = w.listing()
-    return w.background(f"{_there(listed)} {listed}")
-
-
-def _t_prefix(w: _Writer) -> str:
-    """'a picture of two yellow squares'"""
-    return w.background(f"{w.r.choice(_PREFIXES)} {w.listing()}")
-
-
-def _t_count(w: _Writer) -> str:
-    """'three shapes: a red circle, a blue square and a green star' / 'a single small red circle'"""
-    n = len(w.scene.objects)
-    if n == 1:
-        if w.r.random() < 0.4:
-            return f"a single {w.phrase(w.units()[0], det='none')}"
-        listed = w.listing(det="article")
-        return w.r.choice((f"just one shape, {listed}", f"one shape: {listed}", f"only one object: {listed}"))
-    listed, noun, number = w.listing(), w.r.choice(("shapes", "shapes", "objects")), NUMBER_WORDS[n]
-    return w.r.choice((f"{number} {noun}: {listed}", f"{listed}, {number} {noun} in total",
-                       f"an image with {number} {noun}: {listed}", f"there are {number} {noun}, {listed}"))
-
-
-def _t_relation(w: _Writer) -> str:
-    """'a red circle to the left of a green triangle', 'two stars above a small blue box'"""
-    a, rel, b = w.r.choice(w.scene.relations)
-    text = f"{w.phrase(a)} {w.r.choice(_RELATION_WORDS[rel])} {w.phrase(b)}"
-    rest = [i for i in range(len(w.scene.objects)) if i not in a.objs + b.objs]
-    if rest and w.r.random() < 0.5:
-        others = w.listing(rest, det="article")
-        return f"{others}, with {text}" if w.r.random() < 0.5 else f"{text}, and {others}"
-    style = w.r.random()
-    if style < 0.25:
-        return f"{w.r.choice(_PREFIXES[:4])} {text}"
-    if style < 0.45:
-        return f"{_there(text)} {text}"
-    return text
-
-
-def _sentence(text: str) -> str:
-    return text[0].upper() + text[1:] + "."
-
-
-def make_captions(objects: list[dict[str, Any]], background: str, r: random.Random, n: int = 5) -> list[str]:
-    """``n`` different captions of a scene, from a varied mix of templates.
-
-    The first four come from the list, "there is", count and relation templates (a second
-    prefix template when no pair has a clear relation), the rest from a random mix.
-    """
-    scene = _Scene(objects, background, relation_candidates(objects))
-    templates = [_t_list, _t_there, _t_count, _t_relation if scene.relations else _t_prefix]
-    extra = [_t_list, _t_there, _t_prefix, _t_count] + [_t_relation] * 3 * bool(scene.relations)
-    captions: list[str] = []
-    for attempt in range(200):
-        template = templates[attempt] if attempt < len(templates) else r.choice(extra)
-        caption = _sentence(template(_Writer(scene, r)))
-        if caption not in captions:
-            captions.append(caption)
-            if len(captions) == n:
-                r.shuffle(captions)
-                return captions
-    raise RuntimeError(f"could not make {n} different captions for {objects}")  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------- dataset

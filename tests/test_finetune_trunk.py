@@ -14,8 +14,12 @@ from nic.encoders import ENCODERS, TrunkView, build_encoder, unflatten_trunk
 from nic.evaluation import decode_split
 from nic.features import FeatureReader, encoder_digest, feature_path
 from nic.store import StoreReader, store_path
-from nic.training import train
-from tests.test_training import data_root, read_jsonl, tiny_config  # noqa: F401  (data_root is a fixture)
+from tests.test_training import (  # noqa: F401  (data_root is a fixture)
+    data_root,
+    read_jsonl,
+    tiny_config,
+    train,  # with the stores built first, as train.py does
+)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -97,8 +101,8 @@ def test_finetuning_on_a_cached_trunk_trains_only_the_head(data_root, group):  #
     captioner = Captioner.from_checkpoint(run_dir / "last.pt")
     store = StoreReader(store_path(data_root / "stores", "val"))
     reader = FeatureReader(feature_path(store.path, "efficientnet_lite0.trunk2"), grid=True)
-    via_trunk = decode_split(captioner, store, reader, beam_size=3, max_len=6)
-    via_images = decode_split(captioner, store, None, beam_size=3, max_len=6)
+    via_trunk = decode_split(captioner, store, reader, captioner.settings.replace(beam_size=3, max_len=6))
+    via_images = decode_split(captioner, store, None, captioner.settings.replace(beam_size=3, max_len=6))
     assert [c[0].words for c in via_trunk.captions] == [c[0].words for c in via_images.captions]
     for a, b in zip(via_trunk.captions, via_images.captions):
         assert a[0].logprob == pytest.approx(b[0].logprob, abs=1e-4)
@@ -137,8 +141,9 @@ def test_attention_over_a_lower_grid_caches_it_and_decodes_alike_from_cache_or_i
     assert (captioner.encoder.grid_dim, captioner.encoder.grid_side) == (112, 4)
     assert (captioner.decoder.attention_query, captioner.decoder.deep_output) == ("current", True)
     store = StoreReader(store_path(data_root / "stores", "val"))
-    via_cache = decode_split(captioner, store, FeatureReader(cache, grid=True), beam_size=3, max_len=6)
-    via_images = decode_split(captioner, store, None, beam_size=3, max_len=6)
+    settings = captioner.settings.replace(beam_size=3, max_len=6)
+    via_cache = decode_split(captioner, store, FeatureReader(cache, grid=True), settings)
+    via_images = decode_split(captioner, store, None, captioner.settings.replace(beam_size=3, max_len=6))
     assert [c[0].words for c in via_cache.captions] == [c[0].words for c in via_images.captions]
     assert via_images.captions[0][0].alphas.shape[1] == 16
     with pytest.raises(ValueError, match="grid_below_top=3 takes the grid from inside the frozen trunk"):

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nic.config import DataConfig
+from nic.config import DataConfig, load_config
 from nic.images import ImageTooLarge, load_image
-from nic.store import StoreReader, check_store
+from nic.store import SPLITS, StoreReader, check_store
 from nic.vocab import Vocabulary, tokenize
 from preprocess import __main__ as cli
 from preprocess.build import build_stores, prepare
@@ -189,7 +189,7 @@ def coco(tmp_path_factory) -> tuple[Path, dict]:
 
 def good_entries(json_path: Path, expect: dict, *, restval: str = "train") -> dict[str, list[dict]]:
     """The entries that must end up in each split's store, in order."""
-    out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for e in json.loads(json_path.read_text())["images"]:
         item = f"{e['filepath'].rstrip('/')}/{e['filename']}" if e["filepath"] else e["filename"]
         kind = expect["problems"].get(item, ("ok",))[0]
@@ -238,7 +238,7 @@ def h5_contents(path: Path) -> dict:
 
 
 def assert_same_stores(a: Path, b: Path) -> None:
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         assert h5_contents(a / f"{split}.h5") == h5_contents(b / f"{split}.h5"), split
     assert (a / "vocab.json").read_text() == (b / "vocab.json").read_text()
     assert json.loads((a / "report.json").read_text()) == json.loads((b / "report.json").read_text())
@@ -454,6 +454,63 @@ def test_ctrl_c_resume_and_a_changed_input_starts_over(coco, tmp_path, monkeypat
     assert len(calls) == total and check_store(tmp_path / "s" / "train.h5")["image_size"] == 8
 
 
+# ------------------------------------------------------------------ the command line
+def test_cli_overrides_reach_the_data_config(tmp_path):
+    args, data = cli.parse_args(["--data.image_size=32", "--data.min_count=2", "--data.root=x", "--data.strict=true",
+                                 "--data.val_fraction=0.1", "--data.karpathy_json=k.json"])
+    assert data == DataConfig(image_size=32, min_count=2, root="x", strict=True, val_fraction=0.1,
+                              karpathy_json="k.json")
+    assert not (args.force or args.quiet) and args.report is None and args.checkpoint_every is None
+    assert cli.parse_args([])[1] == DataConfig()
+    # the short flags are the same overrides, applied in command-line order (the last one wins)
+    short = ["--image-size", "32", "--min-count=2", "--root", "x", "--strict", "--val-fraction", "0.1",
+             "--karpathy-json", "k.json"]
+    assert cli.parse_args(short)[1] == data
+    assert cli.parse_args(["--min-count", "3", "--data.min_count=4"])[1].min_count == 4
+    assert cli.parse_args(["--data.min_count=4", "--min-count", "3"])[1].min_count == 3
+    assert cli.parse_args(["--workers", "3"])[1].preprocess_workers == 3
+    # a text setting keeps its text, whatever YAML would make of it
+    quoted = cli.parse_args(["--root", "yes", "--dataset", "0123", "--image-dir", "", "--store-dir", "a: b #c"])[1]
+    assert (quoted.root, quoted.dataset, quoted.image_dir, quoted.store_dir) == ("yes", "0123", "", "a: b #c")
+    # --config: that config's data section (what train.py would build), overrides on top
+    assert cli.parse_args(["--config", str(ROOT / "configs" / "default.yaml")])[1] == \
+        load_config(ROOT / "configs" / "default.yaml").data
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  dataset: coco\n  image_size: 299\ntrain:\n  epochs: 3\n")
+    args, data = cli.parse_args(["--config", str(config), "--data.image_size=64", "--quiet", "--force",
+                                 "--checkpoint-every", "7", "--report", "r.json"])
+    assert (data.dataset, data.image_size) == ("coco", 64)
+    assert (args.quiet, args.force, args.checkpoint_every, args.report) == (True, True, 7, "r.json")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--data.image_sise=32"], "['image_sise']"),
+    (["--image-sise", "32"], "--image-sise"),
+    (["--data.min_count=abc"], "data.min_count: expected int"),
+    (["--min-count"], "argument --min-count: expected one argument"),
+    (["--restval", "bogus"], "data.restval: invalid choice: 'bogus'"),
+    (["--data.long_captions=cut"], "data.long_captions: invalid choice: 'cut'"),
+    (["--config", "nothere.yaml"], "nothere.yaml: config file not found"),
+])
+def test_cli_unknown_key_or_bad_value_is_an_error_naming_it(argv, named, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_cli_config_file_and_overrides_build_the_same_stores_as_the_short_flags(coco, tmp_path):
+    json_path, _ = coco
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  dataset: coco\n  root: {json.dumps(str(json_path.parent))}\n  image_size: {S}\n"
+                      "  min_count: 5\n  preprocess_workers: 1\n")
+    assert cli.main(["--config", str(config), f"--data.store_dir={tmp_path / 'long'}", "--data.min_count=2",
+                     "--data.max_len=8", "--quiet"]) == 0
+    assert cli.main(["--dataset", "coco", "--root", str(json_path.parent), "--store-dir", str(tmp_path / "short"),
+                     "--image-size", str(S), "--min-count", "2", "--max-len", "8", "--workers", "1", "--quiet"]) == 0
+    assert_same_stores(tmp_path / "long", tmp_path / "short")
+    assert check_store(tmp_path / "long" / "train.h5")["max_len"] == 8
+
+
 # --------------------------------------------------------------------- Flickr, custom
 def test_flickr_like_single_folder(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
@@ -469,7 +526,7 @@ def test_flickr_like_single_folder(tmp_path, monkeypatch):
                      min_count=1, preprocess_workers=1)
     store_dir = prepare(cfg, progress=False)
     vocab = Vocabulary.load(store_dir / "vocab.json")
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         want = [e for e in entries if e["split"] == split]
         for e in want:
             e["filepath"] = ""

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval import bleu_report, metrics
+from eval import bleu_report, decode, metrics
 from eval.coco_tokenize import coco_tokenize
 from eval.html_report import best_and_worst
 from eval.results import InputFormatError, match, read_references, read_results, write_results
+from nic.captioner import Captioner
+from nic.captions_json import CaptionsFormatError, load_captions_json
+from nic.checkpoint import load_checkpoint, save_checkpoint
 
 HAVE_JAVA = shutil.which("java") is not None
 
@@ -201,6 +204,74 @@ def test_cli_errors_are_one_line_naming_the_file(files, tmp_path):
                           "--metrics", "bleu5"])
 
 
+# --------------------------------------------------------------------------- the shared caption-file reader
+
+
+def test_shared_reader_reads_karpathy_and_coco_to_the_same_references(files):
+    karpathy = load_captions_json(files["karpathy"])
+    coco = load_captions_json(files["coco"])
+    assert (karpathy.layout, coco.layout) == ("karpathy", "coco")
+    from_karpathy = {im.image_id: im.texts for im in karpathy.images() if im.merged_split == "test"}
+    from_coco = {im.image_id: im.texts for im in coco.images()}
+    assert from_karpathy == from_coco == TEST_REFS
+    # the same file names, the same image ids; restval is train once merged; other keys are metadata
+    images = list(load_captions_json(files["karpathy"]).images(require=("filename", "split"), integer_ids=True))
+    assert images[0].file == "imgs/101.jpg" and images[0].meta == {}
+    assert [(im.split, im.merged_split) for im in images if im.image_id == 202] == [("restval", "train")]
+    assert {im.image_id: im.file for im in load_captions_json(files["coco"]).images()}[102] == "imgs/102.jpg"
+
+
+def test_shared_reader_ids_tokens_and_meta(tmp_path):
+    path = tmp_path / "dataset_x.json"
+    path.write_text(json.dumps({"images": [
+        {"filename": "a.jpg", "split": "train", "sentences": [{"tokens": ["A", "dog"]}], "objects": [1]},  # no id
+        {"filename": "b.jpg", "split": "val", "imgid": 7, "sentences": [{"raw": "A cat.", "tokens": ["a", "cat"]}]},
+        {"filename": "c.jpg", "split": "test", "imgid": 8, "cocoid": "c9"},  # cocoid first; no sentences
+    ]}))
+    images = list(load_captions_json(path).images())
+    assert [im.image_id for im in images] == [0, 7, "c9"]  # position, imgid, cocoid
+    assert [im.texts for im in images] == [["A dog"], ["A cat."], []]
+    assert images[0].sentences[0].raw is None and images[0].sentences[0].tokens == ("A", "dog")
+    assert images[1].sentences[0].tokens is None  # raw given: the tokens are not kept
+    assert images[0].meta == {"objects": [1]} and images[1].meta == {}
+
+
+BAD_CAPTION_FILES = [  # (file content, reader options, message): every message names the file and the field
+    ("{", {}, r"malformed JSON \(not valid JSON at line 1"),
+    ('{"pictures": []}', {}, "not a caption file: expected a Karpathy split file"),
+    ('{"images": [{"filename": "a.jpg", "split": "dev"}]}', {}, r"images\[0\]: unknown split 'dev'"),
+    ('{"images": [{"filename": 3}]}', {}, r"images\[0\]\.filename must be a string"),
+    ('{"images": [{"filepath": ["x"], "filename": "a.jpg"}]}', {}, r"images\[0\]\.filepath must be a string"),
+    ('{"images": [{"filename": "a.jpg", "sentences": [{"raw": "x"}, {"tokens": [1]}]}]}', {},
+     r"images\[0\]\.sentences\[1\] needs 'raw' \(a string\) or 'tokens' \(a list of strings\)"),
+    ('{"images": [{"split": "test"}]}', {"require": ("filename", "split")},
+     r"images\[0\]: expected an object with 'filename' \(a string\) and 'split' \(no 'filename'\)"),
+    ('{"images": [{"imgid": "7"}]}', {"integer_ids": True}, r"images\[0\]\.imgid must be an integer, got '7'"),
+    ('{"images": [{"filename": "a.jpg"}, null]}', {}, r"images\[1\] must be an object, got NoneType"),
+    ('{"images": [{"id": "x"}], "annotations": [{"image_id": [1], "caption": "a"}]}', {},
+     r"annotations\[0\]\.image_id must be an integer or a string"),
+    ('{"annotations": [{"image_id": 1, "caption": "a"}], "images": [{"id": 1.5}]}', {},
+     r"images\[0\]\.id must be an integer or a string"),
+]
+
+
+@pytest.mark.parametrize("text, options, message", BAD_CAPTION_FILES)
+def test_shared_reader_errors_name_the_file_and_field(tmp_path, text, options, message):
+    path = tmp_path / "my_captions.json"
+    path.write_text(text)
+    with pytest.raises(CaptionsFormatError, match=message) as e:
+        list(load_captions_json(path).images(**options))
+    assert str(e.value).startswith(f"{path}: ")
+    assert CaptionsFormatError is InputFormatError  # the report catches the reader's errors as its own
+
+
+def test_shared_reader_layout_checks(files, tmp_path):
+    with pytest.raises(CaptionsFormatError, match="COCO annotations file.*dataset_coco.json"):
+        load_captions_json(files["coco"], expect="karpathy")
+    with pytest.raises(FileNotFoundError, match=r"nope\.json: Karpathy split file not found \(get it\)"):
+        load_captions_json(tmp_path / "nope.json", what="Karpathy split file", not_found_hint=" (get it)")
+
+
 # --------------------------------------------------------------------------- toolkit metrics
 
 
@@ -354,3 +425,51 @@ def test_checkpoint_report_html_results_out_round_trip(attention_run, tmp_path, 
     assert via_ckpt["references"]["format"] == "karpathy" and via_ckpt["matching"]["scored"] == 8
     assert via_file["results"][0]["bleu"] == via_ckpt["results"][0]["bleu"] == report["results"][1]["bleu"]
     assert via_file["results"][0]["shapes"] == via_ckpt["results"][0]["shapes"]
+
+
+# --------------------------------------------------------------------------- decoding settings
+
+
+def _with_length_penalty(ckpt: Path, penalty: float, out: Path) -> Path:
+    """A copy of ``ckpt`` whose config says ``eval.length_penalty = penalty`` (same weights)."""
+    data = load_checkpoint(ckpt)
+    data["config"]["eval"]["length_penalty"] = penalty
+    save_checkpoint(out, {k: v for k, v in data.items() if k not in ("format", "version")})
+    return out
+
+
+def test_report_decodes_with_the_checkpoints_length_penalty_unless_overridden(attention_run, tmp_path, monkeypatch):
+    _, _, ckpt = attention_run
+    own = Captioner.from_checkpoint(ckpt).settings
+    assert own.length_penalty == 0.3 and own.max_len == 8  # the fixture's config
+    other = _with_length_penalty(ckpt, 3.0, tmp_path / "penalty3.pt")
+    seen = []
+
+    def spy(captioner, store, features, settings, **kwargs):
+        seen.append(settings)
+        return real(captioner, store, features, settings, **kwargs)
+
+    real = decode.decode_split
+    monkeypatch.setattr(decode, "decode_split", spy)
+    run = lambda path, **kw: bleu_report.evaluate_checkpoint(path, beam_sizes=[10], metrics=["bleu"],  # noqa: E731
+                                                              progress=False, **kw)["results"][0]
+    default, overridden, other_default = run(ckpt), run(ckpt, length_penalty=3.0), run(other)
+    # exactly the checkpoint's settings, with the beam size and the explicit override
+    assert seen == [own.replace(beam_size=10), own.replace(beam_size=10, length_penalty=3.0),
+                    own.replace(beam_size=10, length_penalty=3.0)]
+    assert [r["decoding"]["length_penalty"] for r in (default, overridden, other_default)] == [0.3, 3.0, 3.0]
+    # on this checkpoint the penalty matters; a checkpoint saying 3.0 decodes like the override to 3.0
+    assert default["captions"] != overridden["captions"]
+    assert other_default["captions"] == overridden["captions"]
+
+
+def test_max_len_and_length_penalty_zero_are_honoured(attention_run, tmp_path):
+    _, _, ckpt = attention_run
+    out = tmp_path / "r.json"
+    bleu_report.main(["--checkpoint", str(ckpt), "--beam", "2", "--max-len", "0", "--length-penalty", "0",
+                      "--metrics", "bleu", "--out", str(out), "--quiet"])
+    row = json.loads(out.read_text())["results"][0]
+    assert row["decoding"]["max_len"] == 0 and row["decoding"]["length_penalty"] == 0.0  # not the config's 8, 0.3
+    assert row["captions"] == [""] * 8 and row["mean_length"] == 0
+    with pytest.raises(SystemExit, match="error: decoding settings: max length -1: must be 0 or more"):
+        bleu_report.main(["--checkpoint", str(ckpt), "--beam", "2", "--max-len", "-1", "--quiet"])

