@@ -1,5 +1,6 @@
-"""Caption your own photos with a trained checkpoint.
+"""Caption your own photos: with the model that ships with nic, or with your own checkpoint.
 
+    python caption.py --img photo.jpg                  # the shipped Flickr8k model (models/), beam 20
     python caption.py --img photo.jpg --beam 20
     python caption.py --img a.jpg b.png --nbest 3
     python caption.py --img my_photos/ --checkpoint runs/nic_coco/best.pt
@@ -20,6 +21,8 @@ from nic.attention_maps import caption_words, draw_attention
 from nic.captioner import Captioner
 from nic.decoding import METHODS
 
+# The model that ships with nic: Show and Tell trained on Flickr8k (models/nic_flickr8k/MODEL_CARD.md).
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "nic_flickr8k" / "model.pt"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -42,7 +45,9 @@ def collect_images(paths: list[str]) -> list[Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", nargs="+", required=True, help="image files and/or folders")
-    p.add_argument("--checkpoint", default="runs/default/best.pt", help="checkpoint file or run directory")
+    p.add_argument("--checkpoint", default=str(SHIPPED_MODEL),
+                   help="checkpoint file or run directory (default: the Flickr8k model that ships with nic, "
+                        f"{SHIPPED_MODEL.relative_to(Path(__file__).resolve().parent)}; see its MODEL_CARD.md)")
     p.add_argument("--beam", type=int, default=None,
                    help="beam size (default: the checkpoint's eval.beam_sizes, largest; 20, the paper's, in every "
                         "shipped config)")

@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe as describe_machine  # noqa: E402
 from eval import coco_tokenize as tokenize_module  # noqa: E402
 from eval.bleu import corpus_bleu, score_captions  # noqa: E402
 from eval.coco_tokenize import coco_tokenize  # noqa: E402
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     rows, short = run(a.images, a.refs, a.seed, a.repeat)
     ours = rows[0][2]
-    print(f"{a.images} images x {a.refs} references, seed {a.seed}, best of {a.repeat}\n")
+    print(f"{a.images} images x {a.refs} references, seed {a.seed}, best of {a.repeat}")
+    print(describe_machine() + "\n")
     print(f"| {'implementation':<42} | seconds | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | max |diff| vs ours |")
     print(f"|{'-' * 44}|--------:|-------:|-------:|-------:|-------:|-------------------:|")
     for name, seconds, scores in rows:

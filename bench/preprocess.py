@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
 from nic.vocab import Vocabulary  # noqa: E402
 from preprocess.karpathy import ImageRecord  # noqa: E402
 from preprocess.stores import default_workers, write_split  # noqa: E402
@@ -263,6 +264,7 @@ def main() -> None:
         print(f"N = {n} done", file=sys.stderr)
     table = markdown(rows)
     print(table)
+    print(describe())
     other = max(r["other_cores"] for r in rows)
     if other > 0.2:
         print(f"warning: other processes kept {other:.1f} of {os.cpu_count()} CPU cores busy during some of the kept "

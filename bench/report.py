@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bleu import make_corpus  # noqa: E402  (bench/bleu.py)
+from machine import describe  # noqa: E402  (bench/machine.py)
 
 from eval import coco_tokenize as tokenize_module  # noqa: E402
 from eval.bleu_report import evaluate_results  # noqa: E402
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = write_corpus(Path(tmp), a.images, a.refs, a.seed)
         sizes = ", ".join(f"{k} {v.stat().st_size / 1e6:.1f} MB" for k, v in paths.items())
         print(f"{a.images} images x {a.refs} references, seed {a.seed} ({sizes})")
+        print(describe())
         time_in_process(paths, ["bleu"], a.repeat)
         if a.all_metrics:
             time_in_process(paths, ["bleu", "rouge", "cider", "meteor"], 1)

@@ -19,6 +19,7 @@ keeps its previous checkpoint intact.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,20 @@ def export_model(src: str | Path, dst: str | Path, *, note: dict[str, Any] | Non
                       **(note or {})}
     save_checkpoint(dst, keep)
     return Path(dst)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nic.checkpoint export SRC DST``: write the inference-only form of a checkpoint."""
+    p = argparse.ArgumentParser(prog="python -m nic.checkpoint", description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="keep only what captioning needs (no optimizer/RNG state)")
+    e.add_argument("src", help="a checkpoint, e.g. runs/NAME/best.pt")
+    e.add_argument("dst", help="the file to write")
+    a = p.parse_args(argv)
+    out = export_model(a.src, a.dst)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

