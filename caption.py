@@ -85,7 +85,10 @@ def attention_map_paths(out: str, images: list[Path]) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     paths = collect_images(a.img)
-    captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+    try:
+        captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     try:  # every setting not given on the command line is the checkpoint's
         settings = captioner.settings.replace(method=a.method, beam_size=a.beam, n_best=a.nbest, max_len=a.max_len,
                                               length_penalty=a.length_penalty, temperature=a.temperature)

@@ -20,6 +20,7 @@ keeps its previous checkpoint intact.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated/corrupt file or a pickle with arbitrary objects
-        raise ValueError(f"{path}: cannot be loaded as a nic checkpoint ({type(e).__name__}: {e})") from None
+        # torch's own message may advise weights_only=False for an untrusted file: never repeat that
+        text = str(e)
+        if "Unsupported global" in text:
+            reason = "it holds pickled objects other than tensors and plain containers, which a safe load refuses"
+        elif "WeightsUnpickler" in text or "weights_only" in text:
+            reason = "not a PyTorch file, or a truncated or corrupt one"
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else "unreadable"
+        raise ValueError(f"{path}: cannot be loaded as a nic checkpoint ({type(e).__name__}: {reason}); "
+                         "expected a file written by nic (runs/NAME/best.pt or an exported model)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not a nic checkpoint (no format={FORMAT!r} entry)")
     if data.get("version") != VERSION:
@@ -82,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("src", help="a checkpoint, e.g. runs/NAME/best.pt")
     e.add_argument("dst", help="the file to write")
     a = p.parse_args(argv)
-    out = export_model(a.src, a.dst)
+    try:
+        out = export_model(a.src, a.dst)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
     return 0
 

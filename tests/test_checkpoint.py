@@ -55,3 +55,26 @@ def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["training"]["step"] == 1
     assert not list(tmp_path.glob("*.partial-*"))
+
+
+def test_refusals_never_advise_an_unsafe_load(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "nic-checkpoint", "version": 1, "x": Evil()}, path, pickle_module=pickle)
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint(path)
+    assert "weights_only" not in str(refused.value) and "pickled objects" in str(refused.value)
+
+
+def test_export_keeps_only_what_inference_needs(tmp_path, capsys):
+    from nic.checkpoint import export_model, main
+
+    payload = {"decoder": {"w": torch.randn(3, 2)}, "encoder": None, "encoder_name": "efficientnet_lite0",
+               "config": {"train": {"lr": 0.1}}, "vocab": {"itos": ["a"]},
+               "training": {"state": {"epoch": 4, "step": 70}, "optimizer": {"state": {}}}}
+    save_checkpoint(tmp_path / "best.pt", payload)
+    data = load_checkpoint(export_model(tmp_path / "best.pt", tmp_path / "model.pt", note={"test_bleu4": 0.1}))
+    assert "training" not in data
+    assert data["export"] == {"source": "best.pt", "epoch": 4, "step": 70, "test_bleu4": 0.1}
+    torch.testing.assert_close(data["decoder"]["w"], payload["decoder"]["w"])
+    assert main(["export", str(tmp_path / "none.pt"), str(tmp_path / "x.pt")]) == 1
+    assert "none.pt: checkpoint not found" in capsys.readouterr().err
