@@ -6,40 +6,66 @@
     python caption.py --img my_photos/ --checkpoint runs/nic_coco/best.pt
     python caption.py --img photo.jpg --checkpoint runs/attention_shapes --attention-map att.png
 
-Any JPEG/PNG/BMP/WebP of any size works; grayscale, palette and RGBA images are
-converted to RGB and resized exactly as the training stores were.
+Any JPEG/PNG/BMP/WebP works; grayscale, palette and RGBA images are converted to RGB and
+resized exactly as the training stores were. Images over --max-pixels (default 89,478,485,
+Pillow's decompression-bomb limit) are refused unless it is raised (0: no limit). A file
+that cannot be captioned (missing, not an image, truncated, too large) is named on stderr
+with the reason, every other one is captioned, and the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import UnidentifiedImageError
 
 from nic.attention_maps import caption_words, draw_attention
 from nic.captioner import Captioner
-from nic.decoding import METHODS
+from nic.decoding import METHODS, DecodeSettings
+from nic.images import DEFAULT_MAX_PIXELS, ImageTooLarge, UnsupportedFormat
+from nic.paths import NotRegularFile
 
 # The model that ships with nic: Show and Tell trained on Flickr8k (models/nic_flickr8k/MODEL_CARD.md).
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "nic_flickr8k" / "model.pt"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-def collect_images(paths: list[str]) -> list[Path]:
-    """Expand folders (sorted, image files only); fail clearly on a missing path."""
+def collect_images(paths: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand folders (sorted, image files only): (the files, [(path, why it has no images)])."""
     out: list[Path] = []
+    failed: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise SystemExit(f"{p}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+                failed.append((p, f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder"))
             out.extend(found)
         elif p.exists():
             out.append(p)
         else:
-            raise SystemExit(f"{p}: no such file or folder")
-    return out
+            failed.append((p, "no such file or folder"))
+    return out, failed
+
+
+def why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with an image file, in words, without repeating its name (for the line naming it)."""
+    text = str(error).removeprefix(f"{path}: ")
+    if isinstance(error, FileNotFoundError):
+        return "no such file or folder"
+    if isinstance(error, ImageTooLarge):
+        return f"too large: {text}; raise the limit with --max-pixels N (0: no limit)"
+    if isinstance(error, (UnsupportedFormat, UnidentifiedImageError)):
+        quoted = f"cannot identify image file {str(path)!r}: "
+        return f"not an image nic reads ({text.removeprefix(quoted).replace(str(path), 'the file')})"
+    if isinstance(error, (NotRegularFile, IsADirectoryError)):
+        return f"not a regular file ({text})"
+    if "truncated" in text or isinstance(error, (EOFError, SyntaxError)):
+        return f"truncated or corrupt image ({text})"
+    return f"unreadable image ({type(error).__name__}: {text})"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="score = logprob / length**penalty (default: the checkpoint's eval.length_penalty, the "
                         "value its reported scores were decoded with)")
     p.add_argument("--seed", type=int, default=0, help="seed for --method sample")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images with more pixels (possible decompression bombs); 0: no limit "
+                        "(default: %(default)s, Pillow's own limit)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
                    help="ImageNet weights file for the checkpoint's encoder (default: packaged or torch cache)")
@@ -82,18 +111,50 @@ def attention_map_paths(out: str, images: list[Path]) -> list[Path]:
     return paths
 
 
+# command-line flag -> DecodeSettings field, in the order they are applied (n-best last: it is checked against the beam)
+DECODE_FLAGS = (("--method", "method"), ("--beam", "beam_size"), ("--max-len", "max_len"),
+                ("--length-penalty", "length_penalty"), ("--temperature", "temperature"), ("--nbest", "n_best"))
+
+
+def decode_settings(captioner: Captioner, a: argparse.Namespace) -> DecodeSettings:
+    """The checkpoint's settings with the flags given; an impossible value is a one-line error naming its flag."""
+    given = {field: getattr(a, flag[2:].replace("-", "_")) for flag, field in DECODE_FLAGS}
+    try:
+        return captioner.settings.replace(**given)
+    except ValueError as e:
+        settings, error = captioner.settings, e
+        for flag, field in DECODE_FLAGS:  # which flag makes it impossible: apply them one at a time
+            if given[field] is not None:
+                try:
+                    settings = settings.replace(**{field: given[field]})
+                except ValueError as step_error:
+                    raise SystemExit(f"error: {flag} {given[field]}: {step_error}") from None
+        raise SystemExit(f"error: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    paths = collect_images(a.img)
+    if a.max_pixels < 0:
+        raise SystemExit(f"error: --max-pixels {a.max_pixels}: must be 0 (no limit) or a number of pixels")
+    paths, failed = collect_images(a.img)
+    for path, why in failed:
+        print(f"{path}: {why}", file=sys.stderr)
+    total = len(paths) + len(failed)
+    if paths:
+        failed += caption_all(a, paths)
+    if failed:
+        first, why = failed[0]
+        raise SystemExit(f"error: {len(failed)} of {total} input(s) not captioned (each named above); the first: "
+                         f"{first}: {why}")
+
+
+def caption_all(a: argparse.Namespace, paths: list[Path]) -> list[tuple[Path, str]]:
+    """Caption and print every readable image of ``paths``; name each unreadable one on stderr and return them."""
     try:
         captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    try:  # every setting not given on the command line is the checkpoint's
-        settings = captioner.settings.replace(method=a.method, beam_size=a.beam, n_best=a.nbest, max_len=a.max_len,
-                                              length_penalty=a.length_penalty, temperature=a.temperature)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    settings = decode_settings(captioner, a)  # every setting not given on the command line is the checkpoint's
     map_paths = {}
     if a.attention_map:
         if not captioner.uses_grid:
@@ -101,14 +162,29 @@ def main(argv: list[str] | None = None) -> None:
                              "decoder, which has no attention; use a checkpoint trained with decoder.type: attention "
                              "(e.g. configs/attention_shapes.yaml)")
         map_paths = dict(zip(paths, attention_map_paths(a.attention_map, paths)))
+    failed: list[tuple[Path, str]] = []
+
+    def unreadable(path: Path, error: Exception) -> None:
+        failed.append((path, why_unreadable(path, error)))
+        print(f"{path}: {failed[-1][1]}", file=sys.stderr)
+
     generator = torch.Generator().manual_seed(a.seed)
-    for path, captions in captioner.caption_files(paths, settings, generator=generator):
-        print_captions(path, captions, settings.n_best)
-        if path in map_paths:
-            best = captions[0]
-            words = caption_words(best.words, len(best.alphas), best.finished)
-            side = captioner.encoder.grid_side
-            print(f"  attention map: {draw_attention(path, words, best.alphas, side, map_paths[path])}")
+    captioned = captioner.caption_files(paths, settings, generator=generator, on_error=unreadable,
+                                        max_pixels=a.max_pixels or None)
+    try:
+        for path, captions in captioned:
+            print_captions(path, captions, settings.n_best)
+            if path in map_paths:
+                write_attention_map(captioner, path, captions[0], map_paths[path])
+    except ValueError as e:  # the search refuses settings this machine cannot run (e.g. a beam too wide)
+        flag = f"--beam {a.beam}: " if a.beam is not None and "beam" in str(e).lower() else ""
+        raise SystemExit(f"error: {flag}{e}") from None
+    return failed
+
+
+def write_attention_map(captioner: Captioner, path: Path, best: Any, out: Path) -> None:
+    words = caption_words(best.words, len(best.alphas), best.finished)
+    print(f"  attention map: {draw_attention(path, words, best.alphas, captioner.encoder.grid_side, out)}")
 
 
 def print_captions(path: Path, captions: list, n_best: int) -> None:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from eval.bleu_report import evaluate_checkpoint, format_table, relation_note
-from nic.config import load_config
+from nic.config import ConfigError, load_config
 from nic.io import atomic_write_text
 from nic.runtime import resolve_device
 from nic.training import train
@@ -36,10 +36,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
-    if args.resume:
-        cfg = load_config(Path(args.resume) / "config.yaml", overrides)
-    else:
-        cfg = load_config(args.config, overrides)
+    try:
+        cfg = load_config(Path(args.resume) / "config.yaml" if args.resume else args.config, overrides)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     # the three stages, composed here: stores (preprocess), training (nic), the test report (eval)
     run_dir = train(cfg, resume=args.resume, progress=not args.quiet, prepare_data=prepare)
     if args.no_test or int(os.environ.get("RANK", "0")) != 0:

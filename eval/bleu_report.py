@@ -46,7 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from eval.render import (
     DEFAULT_HTML_ATTENTION,
     DEFAULT_HTML_SAMPLES,
     SHAPES_COLUMNS,
+    ImageFolder,
     format_table,
     relation_note,
     report_notes,
@@ -113,7 +114,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     written = decode.write_rows(results_out, decoded) if results_out is not None else []
     start = time.perf_counter()
     corpus, matching, ref_info = checkpoint_corpus(decoded.images(), split=split, references=references,
-                                                   strict=strict)
+                                                   strict=strict, tokenizer=tokenizer)
     read_seconds = time.perf_counter() - start
     report: dict[str, Any] = {"mode": "checkpoint", "checkpoint": str(checkpoint), "split": split,
                               "store": str(decoded.store.path), "decoded": decoded.num_images,
@@ -149,7 +150,7 @@ def evaluate_results(results: str | Path, references: str | Path, *, split: str 
     ran, skipped = select_metrics(metrics)
     start = time.perf_counter()
     hyps = read_results(results)
-    corpus, matching, ref_info = results_corpus(hyps, references, split=split, strict=strict)
+    corpus, matching, ref_info = results_corpus(hyps, references, split=split, strict=strict, tokenizer=tokenizer)
     read_seconds = time.perf_counter() - start
     report: dict[str, Any] = {"mode": "results", "results_file": str(results), "split": split}
     report.update(report_header(tokenizer=tokenizer, ran=ran, skipped=skipped, corpus=corpus, references=ref_info,
@@ -159,24 +160,11 @@ def evaluate_results(results: str | Path, references: str | Path, *, split: str 
     scored["seconds"]["read"] = read_seconds
     finish_report(report, scored)
     if html is not None:
-        write_html_report(report, corpus, [row], html, samples=html_samples,
-                          image=_image_files(corpus, image_root, ref_info["source"]))
+        images = ImageFolder(corpus, image_root, ref_info["source"])
+        if images.outside:  # said in the notes (printed and on the page) and the JSON
+            report["image_root"] = images.as_dict()
+        write_html_report(report, corpus, [row], html, samples=html_samples, image=images)
     return report
-
-
-def _image_files(corpus: Corpus, image_root: str | Path | None, source: str) -> Any:
-    """key -> the image file under ``image_root``, or why there is none (for the HTML cards)."""
-    root = Path(image_root) if image_root is not None else None
-
-    def image(key: Hashable) -> Path | str:
-        if root is None:
-            return "no image: pass --image-root (the dataset's image folder) to embed them"
-        if key not in corpus.files:
-            return f"no file name for image {key!r} in {source}"
-        p = root / corpus.files[key]
-        return p if p.is_file() else f"image file not found: {p}"
-
-    return image
 
 
 # --------------------------------------------------------------------------- command line

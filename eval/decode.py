@@ -84,9 +84,13 @@ def open_split(checkpoint: str | Path, split: str, *, store_dir: str | Path | No
     """The checkpoint's captioner, the split's store and its feature cache (None: the CNN runs on images).
 
     Raises:
+        ReportError: the checkpoint cannot be used (its weights do not fit its vocabulary, ...).
         ValueError: the store was built with another vocabulary than the checkpoint's.
     """
-    captioner = Captioner.from_checkpoint(checkpoint, device=device)
+    try:
+        captioner = Captioner.from_checkpoint(checkpoint, device=device)
+    except ValueError as e:  # the message names the file and what is wrong with it
+        raise ReportError(str(e)) from None
     cfg = captioner.config
     path = store_path(cfg.data.resolved_store_dir() if store_dir is None else store_dir, split)
     store = StoreReader(path)
@@ -120,8 +124,11 @@ def decode_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_sizes
         raise ReportError(f"decoding settings: {e}") from None
     rows = []
     for k, settings in zip(beam_sizes, per_beam):
-        decoded = decode_split(captioner, store, features, settings, limit=limit, progress=progress,
-                               desc=f"{split} beam {k}", batch_size=captioner.config.eval.batch_size)
+        try:
+            decoded = decode_split(captioner, store, features, settings, limit=limit, progress=progress,
+                                   desc=f"{split} beam {k}", batch_size=captioner.config.eval.batch_size)
+        except ValueError as e:  # e.g. nic.search refusing a beam this machine cannot hold, before allocating
+            raise ReportError(f"--beam {k}: {e}") from None
         rows.append(Row(f"beam {k}", k, {i: c[0].text for i, c in enumerate(decoded.captions)},
                         {i: c[0] for i, c in enumerate(decoded.captions)}, dataclasses.asdict(settings)))
     return DecodedSplit(captioner, store, features, rows, split)

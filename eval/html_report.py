@@ -18,17 +18,20 @@ import html
 import io
 import math
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nic.attention_maps import draw_attention, open_image
+from nic.images import DEFAULT_MAX_PIXELS, ImageTooLarge, UnsupportedFormat, allowed_formats, to_rgb
+from nic.paths import open_regular
 
-__all__ = ["Card", "CaptionLine", "attention_png", "best_and_worst", "jpeg_thumbnail", "render_html"]
+__all__ = ["Card", "CaptionLine", "attention_png", "best_and_worst", "jpeg_thumbnail", "open_picture", "render_html"]
 
 THUMBNAIL = 200  # longer side of the embedded thumbnails, in pixels
 
@@ -60,10 +63,36 @@ class Card:
 # --------------------------------------------------------------------------- pictures
 
 
+def open_picture(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = THUMBNAIL) -> Image.Image:
+    """An image file as an RGB PIL image (EXIF orientation applied), for a thumbnail of ``side`` pixels.
+
+    Only a regular file is opened (:func:`nic.paths.open_regular`: a FIFO never blocks the
+    report), only in the formats :func:`nic.images.load_image` reads; its header is checked
+    against ``max_pixels`` before any pixel is decoded (:class:`nic.images.ImageTooLarge`),
+    and a JPEG is decoded at reduced scale.
+    """
+    with open_regular(path) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+        try:
+            im = Image.open(f, formats=allowed_formats())
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(str(e)) from None
+        except UnidentifiedImageError:
+            raise UnsupportedFormat(f"not an image in one of the formats nic reads ({', '.join(allowed_formats())})"
+                                    ) from None
+        with im:
+            if im.width * im.height > max_pixels:
+                raise ImageTooLarge(f"{im.width}x{im.height} = {im.width * im.height:,} pixels is over the limit of "
+                                    f"{max_pixels:,} (possible decompression bomb)")
+            if im.format == "JPEG":
+                im.draft("RGB", (side, side))
+            return to_rgb(ImageOps.exif_transpose(im)).copy()
+
+
 def jpeg_thumbnail(image: np.ndarray | Image.Image | str | Path, max_side: int = THUMBNAIL,
                    quality: int = 82) -> bytes:
-    """uint8 (3, H, W) array, PIL image or image file -> JPEG bytes, longer side ``max_side``."""
-    im = open_image(image)
+    """uint8 (3, H, W) array, PIL image or image file (:func:`open_picture`) -> JPEG bytes, longer side ``max_side``."""
+    im = open_picture(image, side=max_side) if isinstance(image, (str, Path)) else open_image(image)
     scale = max_side / max(im.size)
     if scale < 1:
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)

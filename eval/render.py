@@ -17,10 +17,11 @@ from eval.scoring import HUMAN_ROW, Corpus, Row, corpus_objects
 from eval.shapes_metrics import score_caption
 from nic.attention_maps import caption_words
 from nic.io import atomic_write_text
+from nic.paths import UnsafePath, resolve_inside
 from nic.vocab import tokenize as vocab_tokenize
 
-__all__ = ["DEFAULT_HTML_ATTENTION", "DEFAULT_HTML_SAMPLES", "SHAPES_COLUMNS", "format_table", "relation_note",
-           "report_notes", "write_html_report"]
+__all__ = ["DEFAULT_HTML_ATTENTION", "DEFAULT_HTML_SAMPLES", "SHAPES_COLUMNS", "ImageFolder", "format_table",
+           "relation_note", "report_notes", "write_html_report"]
 
 DEFAULT_HTML_SAMPLES = 50
 DEFAULT_HTML_ATTENTION = 3
@@ -104,13 +105,62 @@ def report_notes(report: dict[str, Any]) -> list[str]:
         notes.append(relation)
     m = report["matching"]
     what = "result(s)" if report["mode"] == "results" else "decoded image(s)"
-    for key, text in (("results_without_references", f"{what} without references, not scored"),
-                      ("references_without_results", "image(s) with references but no caption, not scored")):
-        if m[key]["count"]:
-            ids = ", ".join(repr(i) for i in m[key]["ids"][:10])
-            more = " ..." if m[key]["count"] > 10 else ""
-            notes.append(f"{m[key]['count']} {text}: {ids}{more}")
+    listings = [(m[key], text) for key, text in (
+        ("results_without_references", f"{what} without references, not scored"),
+        ("references_without_results", "image(s) with references but no caption, not scored"),
+        ("references_empty", "image(s) whose references are all empty after tokenization, not scored"))
+        if key in m]
+    if m.get("empty_reference_captions"):
+        notes.append(f"{m['empty_reference_captions']} empty reference caption(s) (nothing left after tokenization) "
+                     "dropped from their images' references")
+    for r in report["results"]:
+        if r.get("empty_captions"):
+            listings.append((r["empty_captions"], f"empty caption(s) in {r.get('name') or r['beam']} (nothing left "
+                                                  "after tokenization), scored as they are"))
+    if report.get("image_root"):
+        listings.append((report["image_root"]["outside"], f"image file name(s) leading outside --image-root "
+                                                          f"{report['image_root']['path']}, not embedded"))
+    notes.extend(f"{listing['count']} {text}: {_ids(listing)}" for listing, text in listings if listing["count"])
     return notes
+
+
+def _ids(listing: dict[str, Any]) -> str:
+    return ", ".join(repr(i) for i in listing["ids"][:10]) + (" ..." if listing["count"] > 10 else "")
+
+
+class ImageFolder:
+    """key -> the image file under ``root`` (the HTML report's --image-root), or why there is none.
+
+    A file name that is absolute, climbs out with ``..`` or leads out through a symbolic link
+    (:func:`nic.paths.resolve_inside`) is never opened: such images are counted up front
+    (:attr:`outside`, by image id) and their cards say why they show no image.
+    """
+
+    def __init__(self, corpus: Corpus, root: str | Path | None, source: str) -> None:
+        self.corpus, self.root, self.source = corpus, (Path(root) if root is not None else None), source
+        self.files: dict[Hashable, Path | str] = {}
+        self.outside: list[Any] = []
+        for key in corpus.keys if self.root is not None else ():
+            name = corpus.files.get(key)
+            if name is None:
+                continue
+            try:
+                self.files[key] = resolve_inside(self.root, name)
+            except UnsafePath as e:
+                self.files[key] = f"not shown: the file name leads outside --image-root ({e})"
+                self.outside.append(corpus.image_ids[key])
+
+    def as_dict(self, limit: int = 100) -> dict[str, Any]:
+        return {"path": str(self.root), "outside": {"count": len(self.outside), "ids": self.outside[:limit],
+                                                    "truncated": len(self.outside) > limit}}
+
+    def __call__(self, key: Hashable) -> Path | str:
+        if self.root is None:
+            return "no image: pass --image-root (the dataset's image folder) to embed them"
+        if key not in self.files:
+            return f"no file name for image {key!r} in {self.source}"
+        p = self.files[key]
+        return p if isinstance(p, str) or p.is_file() else f"image file not found: {p}"
 
 
 # --------------------------------------------------------------------------- HTML
@@ -137,8 +187,8 @@ class _CardMaker:
         else:
             try:
                 card.jpeg = jpeg_thumbnail(picture)
-            except (OSError, ValueError) as e:
-                card.image_note = f"unreadable image: {e}"
+            except Exception as e:  # the per-image boundary: one bad file never costs the report
+                card.image_note = f"image not shown: {type(e).__name__}: {e}"
         for result, row in zip(self.report["results"], self.rows):
             card.captions.append(self._line(i, key, result, row))
         decoded = self.rows[self.primary].decoded.get(key)

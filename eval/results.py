@@ -84,14 +84,21 @@ class Matching:
     ids: list[ImageId]  # in the references' order
     results_without_references: list[ImageId]  # in the results' order
     references_without_results: list[ImageId]  # in the references' order
+    # filled when the references are tokenized (eval.scoring.drop_empty_references): images of ``ids``
+    # whose every reference is empty after tokenization (not scored), and empty reference captions dropped
+    references_empty: list[ImageId] = field(default_factory=list)
+    empty_reference_captions: int = 0
 
     def as_dict(self, limit: int = 100) -> dict[str, Any]:
         """Counts and (up to ``limit`` of) the ids, JSON-ready."""
         def listing(ids: list[ImageId]) -> dict[str, Any]:
             return {"count": len(ids), "ids": list(ids[:limit]), "truncated": len(ids) > limit}
 
-        return {"scored": len(self.ids), "results_without_references": listing(self.results_without_references),
-                "references_without_results": listing(self.references_without_results)}
+        return {"scored": len(self.ids) - len(self.references_empty),
+                "results_without_references": listing(self.results_without_references),
+                "references_without_results": listing(self.references_without_results),
+                "references_empty": listing(self.references_empty),
+                "empty_reference_captions": self.empty_reference_captions}
 
 
 # --------------------------------------------------------------------------- reading

@@ -24,7 +24,8 @@ from eval.shapes_metrics import score_corpus as shapes_corpus
 from nic.vocab import tokenize as vocab_tokenize
 
 __all__ = ["Corpus", "ReportError", "Row", "StoreImages", "check_matching", "checkpoint_corpus", "corpus_objects",
-           "diversity", "finish_report", "novelty", "report_header", "results_corpus", "score_corpus"]
+           "diversity", "drop_empty_references", "finish_report", "novelty", "report_header", "results_corpus",
+           "score_corpus"]
 
 HUMAN_ROW = "human (ref 1 vs rest)"
 
@@ -47,6 +48,7 @@ class Corpus:
     meta: dict[Hashable, dict[str, Any]] = field(default_factory=dict)
     files: dict[Hashable, str] = field(default_factory=dict)
     train_captions: set[str] | None = None  # training references, normalised by nic.vocab.tokenize, for novelty
+    ref_tokens: dict[Hashable, list[list[str]]] | None = None  # the references as scored (drop_empty_references)
 
 
 @dataclass
@@ -126,7 +128,9 @@ def _score_row(corpus: Corpus, row: Row, refs: list[list[list[str]]], *, tokeniz
     seconds["tokenize"] += time.perf_counter() - start
     scores = compute_metrics(hyps, refs, metrics, raise_errors=strict_metrics)
     _add_seconds(seconds, scores)
+    empty = [corpus.image_ids[k] for k, h in zip(corpus.keys, hyps) if not h]
     result = {"name": row.name, "beam": row.beam, "images": len(hyps), "bleu": scores.bleu.as_dict(),
+              "empty_captions": {"count": len(empty), "ids": empty[:100], "truncated": len(empty) > 100},
               "scores": scores.corpus, **diversity(hyps, refs), "novelty": novelty(texts, corpus.train_captions),
               "shapes": _shapes(texts, corpus_objects(corpus)),
               "image_ids": [corpus.image_ids[k] for k in corpus.keys], "captions": texts,
@@ -161,7 +165,9 @@ def score_corpus(corpus: Corpus, rows: Sequence[Row], *, tokenizer: str = "coco"
     toolkit metric's failure instead of listing it in ``failed``.
     """
     start = time.perf_counter()
-    ref_tokens = tokenize_captions({k: corpus.references[k] for k in corpus.keys}, tokenizer)
+    ref_tokens = corpus.ref_tokens
+    if ref_tokens is None:
+        ref_tokens = tokenize_captions({k: corpus.references[k] for k in corpus.keys}, tokenizer)
     refs = [ref_tokens[k] for k in corpus.keys]
     seconds = {"tokenize": time.perf_counter() - start}
     results, failed = [], {}
@@ -213,12 +219,40 @@ def check_matching(matching: Matching, strict: bool, what: str, results: Mapping
             f"references but no {what} {m['references_without_results']['ids']}")
 
 
+def drop_empty_references(corpus: Corpus, matching: Matching, *, tokenizer: str, strict: bool) -> None:
+    """Tokenize the references for scoring (once: kept in ``corpus.ref_tokens``) and drop the empty ones.
+
+    A reference with nothing left after tokenization ("", "...") is dropped from its image's
+    references (it would otherwise be a length-0 reference for BLEU's brevity penalty); an image
+    left with none is not scored (it has no references). Both are counted in ``matching``
+    (``empty_reference_captions``, ``references_empty``) and said in the report's notes;
+    ``strict`` makes an image without any non-empty reference an error.
+    """
+    tokens = tokenize_captions({k: corpus.references[k] for k in corpus.keys}, tokenizer)
+    kept, references = [], dict(corpus.references)  # a copy: the caller's mapping stays as read
+    for k in corpus.keys:
+        keep = [i for i, t in enumerate(tokens[k]) if t]
+        if len(keep) < len(tokens[k]):
+            matching.empty_reference_captions += len(tokens[k]) - len(keep)
+            references[k] = [references[k][i] for i in keep]
+            tokens[k] = [tokens[k][i] for i in keep]
+        if keep:
+            kept.append(k)
+        else:
+            matching.references_empty.append(corpus.image_ids[k])
+    corpus.keys, corpus.references, corpus.ref_tokens = kept, references, {k: tokens[k] for k in kept}
+    if matching.references_empty and (strict or not kept):
+        ids = matching.as_dict(limit=10)["references_empty"]["ids"]
+        raise ReportError(f"{'--strict: ' if kept else 'nothing to score: '}{len(matching.references_empty)} "
+                          f"image(s) whose references are all empty after tokenization: {ids}")
+
+
 # --------------------------------------------------------------------------- the corpus of each mode
 
 
-def results_corpus(hyps: Mapping[Hashable, str], references: str | Path, *, split: str | None, strict: bool
-                   ) -> tuple[Corpus, Matching, dict[str, Any]]:
-    """Results mode: the images of a results file that have references in ``references``.
+def results_corpus(hyps: Mapping[Hashable, str], references: str | Path, *, split: str | None, strict: bool,
+                   tokenizer: str = "coco") -> tuple[Corpus, Matching, dict[str, Any]]:
+    """Results mode: the images of a results file that have (non-empty) references in ``references``.
 
     Returns the corpus (keyed by image id), the matching and the ``references`` entry of the report.
     """
@@ -227,11 +261,12 @@ def results_corpus(hyps: Mapping[Hashable, str], references: str | Path, *, spli
     check_matching(matching, strict, "result", hyps, refs.captions)
     train = {normalised(c) for c in refs.train_captions} if refs.train_captions else None
     corpus = Corpus(matching.ids, refs.captions, {k: k for k in matching.ids}, refs.meta, refs.files, train)
+    drop_empty_references(corpus, matching, tokenizer=tokenizer, strict=strict)
     return corpus, matching, {"source": refs.source, "format": refs.format, "split": refs.split}
 
 
 def checkpoint_corpus(images: StoreImages, *, split: str, references: str | Path | None = None,
-                      strict: bool = False) -> tuple[Corpus, Matching, dict[str, Any]]:
+                      strict: bool = False, tokenizer: str = "coco") -> tuple[Corpus, Matching, dict[str, Any]]:
     """Checkpoint mode: the decoded images of a split's store, keyed by store row.
 
     References are the store's (``nic.vocab.tokenize`` output, space-joined), or the raw captions
@@ -256,4 +291,5 @@ def checkpoint_corpus(images: StoreImages, *, split: str, references: str | Path
                  else {normalised(c) for c in ref_file.train_captions})
     keys = [i for i in range(n) if i in refs_by_row]
     corpus = Corpus(keys, refs_by_row, image_ids, dict(enumerate(images.meta)), dict(enumerate(images.files)), train)
+    drop_empty_references(corpus, matching, tokenizer=tokenizer, strict=strict)
     return corpus, matching, ref_info

@@ -7,7 +7,7 @@ gets (never teacher-forced outputs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +16,24 @@ import torch
 from torch import Tensor
 
 from nic import search
-from nic.checkpoint import load_checkpoint
+from nic.checkpoint import load_checkpoint, load_weights, require_entries
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase
 from nic.decoding import METHODS, DecodeSettings
 from nic.encoders import Encoder
-from nic.images import load_image
+from nic.images import DEFAULT_MAX_PIXELS, load_image
 from nic.model import batch_features, build_model
 from nic.vocab import Vocabulary
 
-__all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings"]
+__all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings", "UnreadableImage"]
+
+
+class UnreadableImage(ValueError):
+    """An image file that cannot be captioned; ``path`` and ``cause`` (the original error) say which and why."""
+
+    def __init__(self, path: Path, cause: Exception) -> None:
+        super().__init__(f"{path}: {type(cause).__name__}: {cause}")
+        self.path, self.cause = path, cause
 
 
 @dataclass
@@ -62,15 +70,17 @@ class Captioner:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         encoder_weights: str | None = None) -> Captioner:
+        path = Path(path) / "best.pt" if Path(path).is_dir() else Path(path)  # the file errors name
         ckpt = load_checkpoint(path)
+        require_entries(ckpt, ("config", "vocab", "encoder_name", "decoder"), path)
         cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
         vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
         trained_encoder = ckpt.get("encoder") is not None
         model = build_model(cfg, len(vocab), pad_id=vocab.pad_id, encoder_name=ckpt["encoder_name"],
                             encoder_weights=encoder_weights, pretrained=not trained_encoder)
         if trained_encoder:
-            model.encoder.load_state_dict(ckpt["encoder"])
-        model.decoder.load_state_dict(ckpt["decoder"])
+            load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder")
+        load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab))
         return cls(model.encoder, model.decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
 
     # ------------------------------------------------------------------ decoding
@@ -144,13 +154,30 @@ class Captioner:
         return self.decode(pooled, grid, settings, **kwargs)
 
     def caption_files(self, paths: Sequence[str | Path], settings: DecodeSettings | None = None, *,
-                      batch_size: int = 16, **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
-        """Caption image files of any size/mode (decoded and resized like the stores)."""
+                      batch_size: int = 16, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                      on_error: Callable[[Path, Exception], None] | None = None,
+                      **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
+        """Caption image files of any mode (decoded and resized like the stores), in order.
+
+        Each file is read on its own (:func:`nic.images.load_image`, ``max_pixels``: None for no
+        limit): one that cannot be read (missing, not an image, truncated, over ``max_pixels``)
+        raises :class:`UnreadableImage` naming it, or, with ``on_error``, is handed to
+        ``on_error(path, error)`` and skipped while every other file is captioned.
+        """
         size = self.config.data.image_size
         for start in range(0, len(paths), batch_size):
-            chunk = [Path(p) for p in paths[start:start + batch_size]]
-            images = torch.stack([torch.from_numpy(load_image(p, size)) for p in chunk])  # (B, 3, S, S)
-            yield from zip(chunk, self.caption_images(images, settings, **kwargs))
+            chunk, images = [], []
+            for path in map(Path, paths[start:start + batch_size]):
+                try:
+                    images.append(torch.from_numpy(load_image(path, size, max_pixels=max_pixels)))
+                except Exception as e:  # the per-file boundary: Pillow raises many kinds on a bad file
+                    if on_error is None:
+                        raise UnreadableImage(path, e) from e
+                    on_error(path, e)
+                    continue
+                chunk.append(path)
+            if chunk:
+                yield from zip(chunk, self.caption_images(torch.stack(images), settings, **kwargs))  # (B, 3, S, S)
 
     @property
     def uses_grid(self) -> bool:

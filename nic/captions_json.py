@@ -41,12 +41,14 @@ the field, e.g. ``dataset.json: images[3].sentences[0] needs 'raw' (a string) or
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nic.paths import NotRegularFile, open_regular
 from nic.store import SPLITS
 
 __all__ = ["COCO", "KARPATHY", "KARPATHY_SPLITS", "SPLITS", "STANDARD_KEYS", "CaptionedImage", "CaptionsFile",
@@ -129,15 +131,21 @@ def load_json(path: str | Path, what: str = "file", *, not_found_hint: str = "")
     """Parse a JSON file; errors name the file (``what`` says what it should have been)."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:  # never waits on a FIFO
             return json.load(f, object_hook=_compact_sentence)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} not found{not_found_hint}") from None
+    except NotRegularFile as e:
+        raise CaptionsFormatError(f"{e}; expected a {what}") from None
     except json.JSONDecodeError as e:
         raise CaptionsFormatError(f"{path}: malformed JSON (not valid JSON at line {e.lineno}, column {e.colno}: "
                                   f"{e.msg})") from None
     except UnicodeDecodeError as e:
-        raise CaptionsFormatError(f"{path}: malformed JSON (not UTF-8 text: {e})") from None
+        raise CaptionsFormatError(f"{path}: malformed JSON (not UTF-8 text: {e}); save it as UTF-8") from None
+    except RecursionError:
+        raise CaptionsFormatError(f"{path}: malformed JSON (nested too deeply to be a {what})") from None
+    except ValueError as e:  # e.g. an integer of over 4300 digits
+        raise CaptionsFormatError(f"{path}: malformed JSON ({e})") from None
 
 
 def _layout(data: Any) -> str | None:

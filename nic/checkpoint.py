@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nic.io import atomic_path
 
@@ -67,19 +69,70 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def export_model(src: str | Path, dst: str | Path, *, note: dict[str, Any] | None = None) -> Path:
+def require_entries(data: Mapping[str, Any], keys: Sequence[str], path: str | Path) -> None:
+    """A ValueError naming ``path`` when the checkpoint lacks one of ``keys`` (e.g. "decoder")."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a complete nic model: no {', '.join(map(repr, missing))} entry "
+                         f"(a nic model holds {', '.join(keys)})")
+
+
+def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str,
+                 vocab_size: int | None = None) -> None:
+    """``module.load_state_dict(state)`` (strict), or one ValueError naming ``source`` and what does not fit.
+
+    ``part`` names the weights ("decoder", "encoder"); with ``vocab_size``, a dimension that
+    should be the vocabulary's size is said to be so ("decoder.word_embed.weight is 2538x512
+    in the weights but the vocabulary has 2540 words").
+    """
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: the {part} weights are not a mapping of names to tensors")
+    expected = module.state_dict()
+    problems = [_shape_problem(f"{part}.{k}", tuple(v.shape), tuple(expected[k].shape), vocab_size)
+                for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) of the model missing from the weights ({_some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) in the weights that the model has not ({_some(unexpected)})")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(f"{source}: the {part} weights do not fit the model its config and vocabulary describe: "
+                         f"{'; '.join(problems[:3])}{more}. The file's weights, vocabulary and config do not belong "
+                         "together (edited, or put together from different runs): use the file the run wrote")
+    module.load_state_dict(state)
+
+
+def _shape_problem(name: str, got: tuple[int, ...], want: tuple[int, ...], vocab_size: int | None) -> str:
+    text = f"{name} is {'x'.join(map(str, got))} in the weights"
+    if vocab_size is not None and len(got) == len(want) and any(a != b == vocab_size for a, b in zip(got, want)):
+        return f"{text} but the vocabulary has {vocab_size} words"
+    return f"{text} but {'x'.join(map(str, want))} in the model"
+
+
+def _some(names: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def export_model(src: str | Path, dst: str | Path, *, note: dict[str, Any] | None = None, fp16: bool = False) -> Path:
     """Write the inference part of checkpoint ``src`` to ``dst``: no optimizer or RNG state.
 
     What a model needs to caption (decoder weights, fine-tuned CNN weights if any, vocabulary,
     config, encoder name) and nothing else; packaged ImageNet weights are not copied. ``note``
     (plain data, e.g. the run's test scores) is stored under ``"export"``. Loads like any
-    checkpoint (:func:`load_checkpoint`, ``weights_only=True``); cannot be resumed.
+    checkpoint (:func:`load_checkpoint`, ``weights_only=True``); cannot be resumed. ``fp16``
+    stores the floating-point weights as float16 (half the file); they are copied into the
+    float32 model on loading, so only their rounding differs from the trained weights.
     """
     data = load_checkpoint(src)
     keep = {k: data[k] for k in ("config", "vocab", "encoder_name", "decoder", "encoder")}
+    if fp16:  # stored at half size; loading copies them into the float32 model (the values are fp16-rounded)
+        for part in ("decoder", "encoder"):
+            if keep[part] is not None:
+                keep[part] = {k: v.half() if v.is_floating_point() else v for k, v in keep[part].items()}
     step = data.get("training", {}).get("state", {})
     keep["export"] = {"source": Path(src).name, "epoch": step.get("epoch"), "step": step.get("step"),
-                      **(note or {})}
+                      **({"weights_dtype": "float16"} if fp16 else {}), **(note or {})}
     save_checkpoint(dst, keep)
     return Path(dst)
 
@@ -91,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("export", help="keep only what captioning needs (no optimizer/RNG state)")
     e.add_argument("src", help="a checkpoint, e.g. runs/NAME/best.pt")
     e.add_argument("dst", help="the file to write")
+    e.add_argument("--fp16", action="store_true",
+                   help="store the weights as float16 (half the size; they load into a float32 model)")
     a = p.parse_args(argv)
     try:
-        out = export_model(a.src, a.dst)
+        out = export_model(a.src, a.dst, fp16=a.fp16)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -2,8 +2,11 @@
 
 A run's configuration is one :class:`Config` made of one dataclass per component. YAML
 files and ``--section.key=value`` overrides are checked against the dataclasses: an
-unknown section or key, or a value of the wrong type, is an error that names it and lists
-the valid choices. The resolved configuration is saved in every run directory and inside
+unknown section or key, a value of the wrong type, or an impossible value
+(``train.batch_size=0``, ``train.lr=nan``, a key given twice in a file) is an error at load
+time, before any work, that names the key (and the override that set it) and what is legal.
+Every numeric and choice field declares its legal values in its class's ``RANGES`` table
+(:mod:`nic.typed`). The resolved configuration is saved in every run directory and inside
 every checkpoint, so any script can rebuild the model from a checkpoint alone. Overrides
 reach nested keys too (``--decoder.attention.alpha_c=0.5``); each decoder declares its own
 section of options (:class:`DecoderConfig`), checked with the same rules (:mod:`nic.typed`).
@@ -22,7 +25,24 @@ from typing import Any
 
 import yaml
 
-from nic.typed import ConfigError, build_dataclass, location, to_plain
+from nic.typed import (
+    ConfigError,
+    Source,
+    at_least,
+    between,
+    build_dataclass,
+    greater_than,
+    load_yaml,
+    location,
+    one_of,
+    to_plain,
+)
+
+# The values of the choice settings (nic.schedules and nic.training act on them; nic.features owns the dtypes).
+LR_SCHEDULES = ("constant", "step", "cosine")
+BEST_EPOCH = ("bleu", "last")
+FEATURE_DTYPES = ("float16", "float32")
+FRACTION = between(0.0, 1.0, high_open=True)
 
 
 @dataclass
@@ -68,6 +88,20 @@ class DataConfig:
     # skipping and reporting it.
     strict: bool = False
 
+    # Legal values (nic.typed); dataset, restval and long_captions are checked by preprocess, which owns them.
+    RANGES = {
+        "image_size": at_least(1), "min_count": at_least(1), "max_len": at_least(1), "num_workers": at_least(0),
+        "val_fraction": FRACTION, "test_fraction": FRACTION, "split_seed": at_least(0),
+        "captions_per_image": at_least(0, note="0: all"), "preprocess_workers": at_least(0, note="0: one per core"),
+        "max_pixels": at_least(0, note="0: no limit"),
+    }
+
+    def field_problems(self) -> list[tuple[str, str]]:
+        if self.val_fraction + self.test_fraction >= 1:
+            return [("test_fraction", f"with data.val_fraction={self.val_fraction!r} no image is left to train on; "
+                                      "val_fraction + test_fraction must be below 1")]
+        return []
+
     def resolved_store_dir(self) -> Path:
         return Path(self.store_dir) if self.store_dir else Path(self.root) / "stores"
 
@@ -100,6 +134,12 @@ class EncoderConfig:
     # false: cache final features, then run the whole CNN on images once fine-tuning.
     cache_trunk: bool = True
 
+    RANGES = {
+        "feature_dtype": one_of(*FEATURE_DTYPES), "grid_size": at_least(0, note="0: the CNN's own grid"),
+        "grid_below_top": at_least(0, note="0: the final map"), "finetune_after": at_least(0, note="0: never"),
+        "finetune_blocks": at_least(-1, note="-1: all, 0: none"), "finetune_lr": greater_than(0.0),
+    }
+
 
 @dataclass
 class DecoderConfig:
@@ -120,6 +160,8 @@ class DecoderConfig:
     # Checked at load time when the type is registered; the section of the chosen type is
     # filled with its defaults, so checkpoints record every option they were trained with.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    RANGES = {"embed_dim": at_least(1), "hidden_dim": at_least(1), "num_layers": at_least(1), "dropout": FRACTION}
 
     @classmethod
     def from_mapping(cls, data: Any, source: str, path: str = "decoder") -> DecoderConfig:
@@ -246,6 +288,17 @@ class TrainConfig:
     out_dir: str = "runs"
     name: str = "default"
 
+    RANGES = {
+        "epochs": at_least(1), "batch_size": at_least(1), "lr": greater_than(0.0), "weight_decay": at_least(0.0),
+        "grad_clip": at_least(0.0, note="0: no clipping"), "val_beam": at_least(1),
+        "patience": at_least(0, note="0: no early stopping"), "best": one_of(*BEST_EPOCH),
+        "lr_schedule": one_of(*LR_SCHEDULES), "lr_step_epochs": at_least(1), "lr_gamma": greater_than(0.0),
+        "warmup_steps": at_least(0), "ss_max_prob": between(0.0, 1.0), "ss_start_epoch": at_least(0),
+        "ss_ramp_epochs": at_least(0), "save_every": at_least(0, note="0: at the end of each epoch only"),
+        "max_steps": at_least(0, note="0: no limit"), "log_every": at_least(0, note="0: never"),
+        "val_images": at_least(0, note="0: the whole split"), "seed": between(0, 2**32 - 1),
+    }
+
 
 @dataclass
 class EvalConfig:
@@ -255,6 +308,12 @@ class EvalConfig:
     # Hypothesis score = logprob / length ** length_penalty (0: plain log-probability).
     length_penalty: float = 0.0
     batch_size: int = 50
+
+    RANGES = {"beam_sizes": at_least(1), "max_len": at_least(1),
+              "length_penalty": at_least(0.0, note="0: plain log-probability"), "batch_size": at_least(1)}
+
+    def field_problems(self) -> list[tuple[str, str]]:
+        return [] if self.beam_sizes else [("beam_sizes", "give at least one beam size, e.g. [20]")]
 
 
 @dataclass
@@ -270,28 +329,36 @@ class Config:
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
-    """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
+    """Build a :class:`Config` from nested dicts, rejecting unknown keys, wrong types and impossible values."""
     return build_dataclass(Config, data or {}, source)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` (YAML; None for the defaults) and apply ``--section.key=value`` overrides."""
+    """Load ``path`` (YAML; None for the defaults) and apply ``--section.key=value`` overrides.
+
+    Everything is checked here, before any work: an error names the file or the override.
+    """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         path = Path(path)
         source = str(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = load_yaml(path.read_text(encoding="utf-8"), source) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, encoder, ...) at the top level")
+    overridden: dict[str, str] = {}  # dotted key -> the override that set it last
     for item in overrides or []:
-        _apply_override(data, item)
-    return config_from_dict(data, source=source)
+        key = _apply_override(data, item)
+        overridden = {k: v for k, v in overridden.items() if not k.startswith(key + ".")}
+        overridden[key] = item
+    return config_from_dict(data, source=Source(source, overridden))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -300,8 +367,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply ``--section.key=value`` (or ``--section.sub.key=value``, any depth) to the raw mapping ``data``."""
+def _apply_override(data: dict[str, Any], item: str) -> str:
+    """Apply ``--section.key=value`` (or ``--section.sub.key=value``, any depth) to the raw mapping ``data``;
+    return the dotted key it set."""
     text = item[2:] if item.startswith("--") else item
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {item!r}: expected --section.key=value, e.g. --train.lr=1e-3")
@@ -312,7 +380,11 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         target = target.setdefault(name, {})
         if not isinstance(target, dict):
             raise ConfigError(f"override {item!r}: {'.'.join(keys[:depth])!r} is not a mapping")
-    target[keys[-1]] = yaml.safe_load(value) if value != "" else None
+    try:
+        target[keys[-1]] = load_yaml(value, f"override {item}") if value != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: invalid YAML value: {e}") from None
+    return ".".join(keys)
 
 
 def _legacy_override_keys(data: dict[str, Any], keys: list[str]) -> list[str]:

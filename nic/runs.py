@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ def summarize_run(run_dir: Path) -> dict[str, Any] | None:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
         return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(metrics.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:  # e.g. a line a running job is writing right now
+            record = None
+            print(f"{metrics}:{n}: not a JSON line, skipped", file=sys.stderr)
+        if isinstance(record, dict) and "epoch" in record and "step" in record:
+            records.append(record)
     if not records:
         return None
     best = max(records, key=lambda r: r.get("val_BLEU-4", -1))

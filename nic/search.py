@@ -69,7 +69,14 @@ when every image is done, or after the ``max_len + 1``-th step):
 
 Result per image: finished hypotheses sorted by score (best first, ties keep discovery
 order); if fewer than ``n_best``, the best unfinished ones (the live beams left when the
-last step could not close them) fill the list. The list is never empty.
+last step could not close them) fill the list. The list is never empty. ``beam_size`` may
+exceed the vocabulary: after the first step there are ``K * V`` candidates (an exact search).
+
+Memory: a step's working set grows as ``B * K * V``. Before the decoder runs (and again with
+the size of its state, before the K-fold expansion) a search that would need more than half
+the memory available on the features' device is refused with a ``ValueError`` naming the beam
+size, the vocabulary and both byte counts (:func:`nic.decoding.check_search_memory`; it needs
+the decoder's ``vocab_size``, which every nic decoder has: without it, after the first step).
 """
 
 from __future__ import annotations
@@ -83,7 +90,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Hypothesis", "StepDecoder", "beam_search", "greedy_search", "sample"]
+from nic.decoding import check_search_memory, search_memory_bytes
+
+__all__ = ["Hypothesis", "StepDecoder", "beam_search", "greedy_search", "sample", "search_memory_bytes"]
 
 State = dict[str, Tensor]
 
@@ -374,25 +383,18 @@ def _check_beam(beam_size: int, n_best: int) -> None:
 
 
 @torch.inference_mode()
-def beam_search(
-    decoder: StepDecoder,
-    pooled: Tensor,
-    grid: Tensor | None = None,
-    *,
-    start_id: int,
-    end_id: int,
-    pad_id: int,
-    beam_size: int = 20,
-    max_len: int = 20,
-    length_penalty: float = 0.0,
-    n_best: int = 1,
-) -> list[list[Hypothesis]]:
+def beam_search(decoder: StepDecoder, pooled: Tensor, grid: Tensor | None = None, *, start_id: int, end_id: int,
+                pad_id: int, beam_size: int = 20, max_len: int = 20, length_penalty: float = 0.0,
+                n_best: int = 1) -> list[list[Hypothesis]]:
     """Batched beam search (see the module docstring); per image, ``n_best`` hypotheses, best first."""
     _check_ids(start_id, end_id, pad_id, max_len)
     _check_beam(beam_size, n_best)
     B, K = pooled.size(0), beam_size
     device = pooled.device
+    vocab = getattr(decoder, "vocab_size", None)  # the memory bound (module docstring), before the decoder runs
+    check_search_memory(B, K, vocab, device, max_len=max_len)
     state = decoder.init_state(pooled, grid)
+    check_search_memory(B, K, vocab, device, max_len=max_len, state=state)  # before the K-fold expansion
     state = decoder.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))  # row b*K+k <- b
     lp = torch.full((B, K), -math.inf, device=device)
     lp[:, 0] = 0.0  # the K beams are identical at first: extend only beam 0
@@ -403,6 +405,8 @@ def beam_search(
     for t in range(max_len + 1):
         last = t == max_len
         log_probs, state = decoder.step(beams.tokens, state)  # (Ba*K, V): K rows per image not done yet
+        if t == 0 and vocab is None:
+            check_search_memory(B, K, log_probs.size(1), device, max_len=max_len)
         log_probs = _legal_log_probs(log_probs, start_id=start_id, end_id=end_id, pad_id=pad_id, last=last)
         V, Ba = log_probs.size(1), len(beams.active)
         alpha = beams.with_alpha(state.get("alpha"))  # (Ba*K, P) or None

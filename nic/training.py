@@ -14,6 +14,7 @@ A run directory ``<train.out_dir>/<train.name>/`` holds::
     best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam (or, with
                      train.best: last, the latest epoch)
     tb/              TensorBoard events, when tensorboard is installed
+    train.lock       locked by the job writing the directory, one at a time (:mod:`nic.rundir`)
 
 Exact resume: ``last.pt`` holds the weights, optimizer, LR scheduler, AMP scaler, epoch,
 step, position inside the epoch, best score, early-stopping counter and every RNG state;
@@ -30,7 +31,6 @@ validates, logs and writes files.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -43,19 +43,19 @@ from torch import nn
 from tqdm import tqdm
 
 from nic.captioner import Captioner
-from nic.checkpoint import load_checkpoint, save_checkpoint
-from nic.config import Config, save_config
+from nic.checkpoint import load_weights, save_checkpoint
+from nic.config import Config
 from nic.data import CaptionDataset, ImageCaptionsDataset, make_loader
 from nic.decoders import StepDecoderBase
-from nic.decoding import DecodeSettings
+from nic.decoding import DecodeSettings, check_search_memory
 from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
 from nic.encoders import Encoder
 from nic.evaluation import decode_split
 from nic.features import FeatureReader
-from nic.io import atomic_write_text
 from nic.model import CaptionModel, build_model, split_feature_reader, trunk_split
+from nic.rundir import ResumePoint, check_resume_vocab, lock_run_dir, read_resume, write_run_files
 from nic.runlog import RunLog
-from nic.runtime import environment, resolve_device, rng_state, set_rng_state, set_seed
+from nic.runtime import resolve_device, rng_state, set_rng_state, set_seed
 from nic.schedules import build_scheduler, ss_probability
 from nic.store import SPLITS as STORE_SPLITS
 from nic.store import StoreReader, store_path
@@ -156,16 +156,21 @@ def check_early(cfg: Config) -> None:
     DecodeSettings.from_eval(cfg.eval).replace(beam_size=cfg.train.val_beam)
 
 
-def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | None = None) -> Run:
+def device_type(cfg: Config) -> str:
+    auto_cuda = cfg.train.device == "auto" and torch.cuda.is_available()
+    return "cuda" if auto_cuda or cfg.train.device.startswith("cuda") else "cpu"
+
+
+def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | None = None,
+          resume: ResumePoint | None = None) -> Run:
     """Build everything a run needs: data, features, model, optimizer, schedule.
 
     ``prepare_data(cfg.data, progress=...)``, when given, builds the stores first (rank 0
     only; ``train.py`` passes :func:`preprocess.build.prepare`); otherwise they must exist.
+    ``resume``: its vocabulary must be the stores' (checked before any feature work).
     """
     check_early(cfg)
-    dev_type = "cuda" if (cfg.train.device == "auto" and torch.cuda.is_available()) or \
-        cfg.train.device.startswith("cuda") else "cpu"
-    dist_info = init_distributed(dev_type)
+    dist_info = init_distributed(device_type(cfg))
     device = resolve_device(cfg.train.device, dist_info)
     set_seed(cfg.train.seed)
     if cfg.train.batch_size % dist_info.world_size:
@@ -177,6 +182,10 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
     barrier(dist_info)
     store_dir = cfg.data.resolved_store_dir()
     vocab = Vocabulary.load(store_dir / "vocab.json")
+    if resume is not None:
+        check_resume_vocab(resume, vocab, store_dir / "vocab.json")
+    for images, beam in ((cfg.eval.batch_size, max(cfg.eval.beam_sizes)), (cfg.train.batch_size, cfg.train.val_beam)):
+        check_search_memory(images, beam, len(vocab), device, max_len=cfg.eval.max_len)  # before any training
     model = build_model(cfg, len(vocab), pad_id=vocab.pad_id)
     model.trunk_top = trunk_split(cfg, model.encoder)
     model.to(device)
@@ -352,16 +361,16 @@ def save(run: Run, *, best: bool) -> None:
         save_checkpoint(run.run_dir / "best.pt", payload)
 
 
-def restore(run: Run, ckpt: dict[str, Any]) -> None:
-    """Load weights, optimizer, scheduler, scaler, progress and RNG states from ``ckpt``."""
-    training = ckpt["training"]
+def restore(run: Run, point: ResumePoint) -> None:
+    """Load weights, optimizer, scheduler, scaler, progress and RNG states from the checkpoint."""
+    ckpt, training = point.checkpoint, point.checkpoint["training"]
     run.state = TrainState(**training["state"])
     if run.state.finetuning:
         run.state.finetuning = False
         start_finetuning(run)
-    run.decoder.load_state_dict(ckpt["decoder"])
+    load_weights(run.decoder, ckpt["decoder"], source=point.path, part="decoder", vocab_size=len(run.vocab))
     if ckpt.get("encoder") is not None:
-        run.encoder.load_state_dict(ckpt["encoder"])
+        load_weights(run.encoder, ckpt["encoder"], source=point.path, part="encoder")
     run.optimizer.load_state_dict(training["optimizer"])
     run.scheduler.load_state_dict(training["scheduler"])
     run.scaler.load_state_dict(training["scaler"])
@@ -375,31 +384,29 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
     ``prepare_data``: builds the stores first when given (see :func:`setup`).
 
     ``resume``: a run directory (or checkpoint) to continue from; ``cfg`` should then be that
-    run's saved config (``<run>/config.yaml``), possibly with overrides such as more epochs.
+    run's saved config (``<run>/config.yaml``), possibly with overrides such as more epochs,
+    but not of the data it trains on (:mod:`nic.rundir`). The run directory is locked for
+    the whole job: a second job writing it fails at once.
     """
-    ckpt = None
-    if resume is not None:
-        resume = Path(resume / "last.pt" if Path(resume).is_dir() else resume)
-        ckpt = load_checkpoint(resume)
-        if "training" not in ckpt:
-            raise ValueError(f"{resume}: an exported model, without the training state a resume needs; "
-                             "resume from the run directory's last.pt")
-    run = setup(cfg, progress=progress, prepare_data=prepare_data)
-    if ckpt is not None:
-        restore(run, ckpt)
-    run.log.start(resumed_at=(run.state.epoch, run.state.step) if ckpt is not None else None,
-                  tensorboard=cfg.train.tensorboard)
-    if run.dist.is_main:
-        save_config(cfg, run.run_dir / "config.yaml")
-        run.vocab.save(run.run_dir / "vocab.json")
-        atomic_write_text(run.run_dir / "env.json", json.dumps(environment(), indent=1))
-        n_params = sum(p.numel() for p in run.decoder.parameters())
-        print(f"run {run.run_dir}: {run.stores['train'].num_captions} training captions, vocab {len(run.vocab)}, "
-              f"{cfg.decoder.type} decoder ({n_params / 1e6:.1f}M params), device {run.device}"
-              f"{f', {run.dist.world_size} processes' if run.dist.enabled else ''}"
-              f"{f', resuming after epoch {run.state.epoch} step {run.state.step}' if ckpt else ''}")
-    fit(run, progress=progress)
-    run.log.close()
+    check_early(cfg)
+    point = read_resume(resume, cfg)
+    dist_info = init_distributed(device_type(cfg))
+    resolve_device(cfg.train.device, dist_info)  # the lock's broadcast runs on this process's device
+    with lock_run_dir(Path(cfg.train.out_dir) / cfg.train.name, dist_info):
+        run = setup(cfg, progress=progress, prepare_data=prepare_data, resume=point)
+        if point is not None:
+            restore(run, point)
+        resumed_at = (run.state.epoch, run.state.step) if point else None
+        run.log.start(resumed_at=resumed_at, tensorboard=cfg.train.tensorboard)
+        if run.dist.is_main:
+            write_run_files(run.run_dir, cfg, run.vocab)
+            n_params = sum(p.numel() for p in run.decoder.parameters())
+            print(f"run {run.run_dir}: {run.stores['train'].num_captions} training captions, vocab {len(run.vocab)}, "
+                  f"{cfg.decoder.type} decoder ({n_params / 1e6:.1f}M params), device {run.device}"
+                  f"{f', {run.dist.world_size} processes' if run.dist.enabled else ''}"
+                  f"{f', resuming after epoch {run.state.epoch} step {run.state.step}' if point else ''}")
+        fit(run, progress=progress)
+        run.log.close()
     return run.run_dir
 
 

@@ -10,11 +10,13 @@ The output folder (``store_dir``) holds::
 
 Steps (:func:`build_stores`):
 
-1. caption selection: empty captions are dropped (reported); for the train split,
+1. caption selection (:func:`select_captions`, for every dataset): empty captions and
+   duplicates (the same words as an earlier caption of the image) are dropped (counted and
+   reported); for the train split,
    captions longer than ``max_len`` are dropped when ``long_captions="drop"`` (counted;
    the default ``"truncate"`` keeps them, cut to ``max_len`` words), and at most
-   ``captions_per_image`` captions are kept per image (0: all). Val/test keep every caption
-   so BLEU sees every reference. An image left without a caption is skipped (reported).
+   ``captions_per_image`` captions are kept per image (0: all). Val/test keep every
+   (distinct) caption so BLEU sees every reference. An image left without a caption is skipped (reported).
 2. the images of every split are decoded into partial stores (resumable, :mod:`preprocess.stores`);
 3. the vocabulary, from the train captions of the images really stored: words seen >=
    ``min_count`` times;
@@ -45,6 +47,7 @@ from typing import Any
 from nic.h5resume import h5_attr
 from nic.images import DEFAULT_MAX_PIXELS
 from nic.io import atomic_write_text
+from nic.paths import open_lock
 from nic.store import SPLITS, check_store, store_path
 from nic.vocab import Vocabulary
 from preprocess import stores
@@ -59,18 +62,29 @@ LONG_CAPTIONS = ("truncate", "drop")
 
 
 def select_captions(records: Sequence[ImageRecord], problems: ProblemLog, *, max_len: int,
-                    long_captions: str = "truncate", captions_per_image: int = 0
+                    long_captions: str = "truncate", captions_per_image: int = 0, duplicates_fatal: bool = True
                     ) -> tuple[list[ImageRecord], dict[str, dict[str, int]]]:
-    """Apply the caption rules (module docstring, step 1); return the records kept and counts per split."""
+    """Apply the caption rules (module docstring, step 1); return the records kept and counts per split.
+
+    The one place where captions are dropped, so every count matches the problems listed.
+    ``duplicates_fatal``: a duplicate caption stops a strict run (False for Karpathy's files,
+    which have a few: Flickr8k's 19 in 40,000; reported and stored once all the same).
+    """
     counts: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     kept = []
     for r in records:
         c = counts[r.split]
-        good = [t for t in r.captions if t]
-        n_empty = len(r.captions) - len(good)
+        nonempty = [t for t in r.captions if t]
+        n_empty = len(r.captions) - len(nonempty)
         c["captions_dropped_empty"] += n_empty
+        good = list({tuple(t): t for t in nonempty}.values())  # each distinct caption once, in order
+        n_dup = len(nonempty) - len(good)
+        c["captions_dropped_duplicate"] += n_dup
         if n_empty and good:
             problems.add(r.split, r.path, "empty_caption", f"{n_empty} empty caption(s)")
+        if n_dup:
+            problems.add(r.split, r.path, "duplicate_caption", f"{n_dup} duplicate caption(s) (the same words as "
+                         "another caption of this image); stored once", fatal=duplicates_fatal)
         reason = "no usable caption; image skipped" + (f" ({n_empty} empty caption(s))" if n_empty else "")
         if r.split == "train":
             if long_captions == "drop":
@@ -96,7 +110,7 @@ def build_vocab(train: Sequence[ImageRecord], counts: dict[str, int], *, min_cou
     vocab.settings.update(max_len=max_len, long_captions=long_captions, captions_per_image=captions_per_image)
     vocab.stats["captions_truncated"] = sum(len(t) > max_len for r in train for t in r.captions)
     vocab.stats.update({k: counts.get(k, 0) for k in ("captions_dropped_long", "captions_dropped_empty",
-                                                       "captions_over_limit")})
+                                                       "captions_dropped_duplicate", "captions_over_limit")})
     return vocab
 
 
@@ -109,10 +123,18 @@ def check_layout(records: Sequence[ImageRecord], image_dir: Path, source: str = 
                                  "; see docs/datasets.md for each dataset's layout")
     step = max(1, len(records) // 50)
     sample = records[::step][:50]
-    if not any((image_dir / r.path).exists() for r in sample):
+    if not any(_exists(image_dir / r.path) for r in sample):
         examples = ", ".join(str(image_dir / r.path) for r in sample[:3])
         raise DatasetFormatError(f"none of {len(sample)} sampled images exists (e.g. {examples}); check the image "
                                  "folder (--image-dir) against docs/datasets.md")
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False where it cannot be looked at (a folder without permission, ...)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -124,7 +146,7 @@ def _locked(store_dir: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(store_dir / ".lock", "w") as fh:
+    with open_lock(store_dir / ".lock") as fh:  # never truncates; refuses a symbolic link
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -173,7 +195,7 @@ def build_stores(
         raise InputProblem(f"{p['item']}: {p['reason']} (--strict: bad input is fatal)")
     problems.strict = strict
     selected, counts = select_captions(records, problems, max_len=max_len, long_captions=long_captions,
-                                       captions_per_image=captions_per_image)
+                                       captions_per_image=captions_per_image, duplicates_fatal=dataset == "custom")
     by_split = _by_split(selected, dataset)
     image_fps = {s: images_fingerprint(by_split[s], dataset=dataset, split=s, image_size=image_size,
                                        max_pixels=max_pixels) for s in SPLITS if by_split[s]}
@@ -290,6 +312,8 @@ def summarize(report: dict[str, Any], report_file: str | Path | None = None) -> 
         extra = ""
         if s.get("captions_dropped_long"):
             extra += f", {s['captions_dropped_long']} too long dropped"
+        if s.get("captions_dropped_duplicate"):
+            extra += f", {s['captions_dropped_duplicate']} duplicates dropped"
         if s.get("captions_over_limit"):
             extra += f", {s['captions_over_limit']} over the per-image limit"
         lines.append(f"{split:5s}: {s['images']} images, {s['captions']} captions "

@@ -19,9 +19,12 @@ Two kinds of bad input:
 * the file is not JSON, or not this layout (no ``images`` list, an entry that is not an
   object or lacks ``filename``/``split``, an unknown split, a sentence without ``raw``
   or ``tokens``): :class:`DatasetFormatError` at once, naming the file and the entry;
-* one entry is unusable (no sentences, a file name that escapes the image folder): the
-  entry is skipped and recorded in the :class:`ProblemLog` with the reason (which raises
-  :class:`InputProblem` instead when the log is strict).
+* one entry is unusable (no sentences, a file name whose text escapes the image folder,
+  :func:`nic.paths.relative_inside`): the entry is skipped and recorded in the
+  :class:`ProblemLog` with the reason (which raises :class:`InputProblem` instead when the
+  log is strict). Symbolic links are checked where the image is opened, in the decoding
+  threads (:func:`preprocess.stores.decode_image`); empty and duplicate captions where the
+  captions are selected (:func:`preprocess.build.select_captions`), for every dataset alike.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from nic.captions_json import KARPATHY, CaptionedImage, CaptionsFormatError, load_captions_json
+from nic.paths import relative_inside
 from nic.vocab import tokenize
 
 RESTVAL_CHOICES = ("train", "drop")
@@ -68,10 +72,12 @@ class ProblemLog:
     strict: bool = False
     items: list[dict[str, str]] = field(default_factory=list)
 
-    def add(self, split: str, item: str, kind: str, reason: str, *, source: str | Path = "") -> None:
+    def add(self, split: str, item: str, kind: str, reason: str, *, source: str | Path = "",
+            fatal: bool = True) -> None:
+        """Record one problem; when ``strict`` (and the problem is ``fatal``) raise :class:`InputProblem` instead."""
         if kind not in PROBLEM_KINDS:
             raise ValueError(f"unknown problem kind {kind!r}")
-        if self.strict:
+        if self.strict and fatal:
             where = f"{source}: " if source else ""
             raise InputProblem(f"{where}{item}: {reason} (--strict: bad input is fatal; "
                                "leave --strict out to skip and report such items)")
@@ -86,32 +92,21 @@ class ProblemLog:
 
 PROBLEM_KINDS = {
     "missing_image": "the image file does not exist",
-    "bad_image": "the image file is truncated, corrupt or not an image",
+    "bad_image": "the image file is truncated, corrupt, not an image, or in a format nic does not read "
+                 "(nic.images.ALLOWED_FORMATS, detected from the content whatever the name says)",
+    "not_a_file": "the image path names a FIFO, a device, a socket or a folder, not a regular file",
     "image_too_large": "the image declares more pixels than --max-pixels (decompression bomb guard)",
-    "unsafe_path": "the file name is absolute or climbs out of the image folder with '..'",
+    "unsafe_path": "the image path leads out of the image folder: by its text (absolute, or '..') or through a "
+                   "symbolic link (a linked file or folder that resolves outside it)",
     "no_captions": "the entry has no (usable) caption; the image is skipped",
     "empty_caption": "a caption with no words; the caption is dropped, the image kept",
+    "duplicate_caption": "a caption with the same words as an earlier caption of the same image; stored once "
+                         "(fatal under --strict for custom captions files only)",
 }
 
 
-def safe_relative_path(*parts: str) -> str | None:
-    """Join ``parts`` into a "/"-separated path inside the image folder, or None if it escapes.
-
-    Absolute paths (``/x``, ``C:\\x``, ``\\\\server\\x``) and any ``..`` component are refused;
-    ``.`` components and empty parts are dropped.
-    """
-    pieces: list[str] = []
-    for part in parts:
-        if not part:
-            continue
-        if PurePosixPath(part).is_absolute() or PureWindowsPath(part).is_absolute() or PureWindowsPath(part).drive:
-            return None
-        for piece in part.replace("\\", "/").split("/"):
-            if piece == "..":
-                return None
-            if piece not in ("", "."):
-                pieces.append(piece)
-    return "/".join(pieces) if pieces else None
+#: The text half of the one path-containment rule (:func:`nic.paths.relative_inside`), under its old name.
+safe_relative_path = relative_inside
 
 
 def read_karpathy(json_path: str | Path, *, restval: str = "train",
@@ -142,7 +137,7 @@ def _record(image: CaptionedImage, json_path: Path, restval: str, problems: Prob
     if image.split == "restval" and restval == "drop":
         return None
     split = image.merged_split
-    path = safe_relative_path(image.filepath, image.filename)
+    path = relative_inside(image.filepath, image.filename)
     if path is None:
         problems.add(split, image.file, "unsafe_path", "file name escapes the image folder (absolute or '..'); "
                      "image skipped", source=json_path)

@@ -32,9 +32,12 @@ captions or vocabulary only redo step 3. Memory does not grow with the number of
 pixels stream through in blocks, captions are written in blocks. The images themselves
 are not hashed: replace image files in place and you must rebuild with ``--force``.
 
-Problems with the input never stop the run: a missing, truncated or undecodable image,
-or one over the pixel limit, is skipped, counted and listed with its reason; with
-``strict=True`` the first one is fatal instead (:class:`preprocess.karpathy.InputProblem`).
+Problems with the input never stop the run: a missing, truncated or undecodable image, one
+in a format nic does not read, one over the pixel limit, a FIFO/device/folder where the
+image should be, or a path that leads out of the image folder through a symbolic link, is
+skipped, counted and listed with its reason (:func:`decode_image`, in the decoding threads,
+is the one per-image failure boundary); with ``strict=True`` the first one is fatal
+instead (:class:`preprocess.karpathy.InputProblem`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from tqdm import tqdm
 
 from nic.h5resume import ResumableH5, h5_attr
 from nic.images import DEFAULT_MAX_PIXELS, ImageTooLarge, load_image
+from nic.paths import NotRegularFile, UnsafePath, resolve_inside
 from nic.store import VERSION
 from nic.vocab import Vocabulary
 from preprocess.finish import finish_split, resumable_store
@@ -78,16 +82,27 @@ def default_workers() -> int:
 
 
 # --------------------------------------------------------------------------- decoding
-def decode_image(task: tuple[str, int, int | None]) -> tuple[np.ndarray | None, tuple[str, str] | None]:
-    """``(path, size, max_pixels)`` -> ``(pixels (3, S, S), None)`` or ``(None, (kind, reason))``.
+def decode_image(task: tuple[str, int, int | None] | tuple[str, int, int | None, str | Path | None]
+                 ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+    """``(path, size, max_pixels[, root])`` -> ``(pixels (3, S, S), None)`` or ``(None, (kind, reason))``.
 
-    Runs in the decoding threads; never raises for a bad image (the reason is returned).
+    Runs in the decoding threads and is the per-image failure boundary: it never raises for
+    a bad image (the reason is returned). With ``root``, ``path`` is relative to it and
+    must stay inside it, symbolic links resolved (:func:`nic.paths.resolve_inside`: a link
+    to a file or through a folder outside the dataset is ``unsafe_path``, never opened).
     """
-    path, size, max_pixels = task
+    path, size, max_pixels = task[:3]
+    root = task[3] if len(task) > 3 else None
     try:
+        if root is not None:
+            path = str(resolve_inside(root, path))
         return load_image(path, size, max_pixels=max_pixels), None
+    except UnsafePath as e:
+        return None, ("unsafe_path", f"unsafe path: {e}; image skipped")
     except FileNotFoundError:
         return None, ("missing_image", "image file not found")
+    except NotRegularFile as e:
+        return None, ("not_a_file", f"not an image file: {e}")
     except ImageTooLarge as e:
         return None, ("image_too_large", f"image too large: {e}")
     except Exception as e:  # noqa: BLE001 - any decoder failure is this image's problem, not the run's
@@ -95,8 +110,12 @@ def decode_image(task: tuple[str, int, int | None]) -> tuple[np.ndarray | None, 
 
 
 def decode_images(paths: Iterable[str], size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  workers: int = 1) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None]]:
+                  workers: int = 1, root: str | Path | None = None
+                  ) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None]]:
     """Decode ``paths`` in order with ``workers`` threads (1: in the calling thread).
+
+    With ``root``, ``paths`` are relative to it and each must stay inside it (symbolic links
+    resolved; :func:`decode_image`).
 
     Yields :func:`decode_image` results in input order, so the output is deterministic
     whatever the number of workers. At most ``IN_FLIGHT_PER_WORKER * workers`` images are
@@ -114,7 +133,7 @@ def decode_images(paths: Iterable[str], size: int, *, max_pixels: int | None = D
     """
     if workers <= 1:
         for path in paths:
-            yield decode_image((path, size, max_pixels))
+            yield decode_image((path, size, max_pixels, root))
         return
     it = iter(paths)
     pending: collections.deque[Future[tuple[np.ndarray | None, tuple[str, str] | None]]] = collections.deque()
@@ -128,7 +147,7 @@ def decode_images(paths: Iterable[str], size: int, *, max_pixels: int | None = D
 
         def submit(n: int) -> None:
             for path in itertools.islice(it, n):
-                pending.append(pool.submit(decode_image, (path, size, max_pixels)))
+                pending.append(pool.submit(decode_image, (path, size, max_pixels, root)))
 
         try:
             submit(IN_FLIGHT_PER_WORKER * workers)
@@ -279,10 +298,11 @@ def _write_images(f: h5py.File, records: Sequence[ImageRecord], state: dict[str,
             job.result()  # a failed fsync or progress write (disk full, ...) stops the run here
             pending.remove(job)
 
-    paths = (str(image_dir / r.path) for r in records[done:])
+    paths = (r.path for r in records[done:])  # relative: decode_image keeps each one inside image_dir
     bar = tqdm(total=len(records), initial=done, desc=desc, unit="img", disable=not progress, smoothing=0.05)
     last = done
-    decoded = contextlib.closing(decode_images(paths, image_size, max_pixels=max_pixels, workers=workers))
+    decoded = contextlib.closing(decode_images(paths, image_size, max_pixels=max_pixels, workers=workers,
+                                               root=image_dir))
     with syncer, bar, decoded as results:  # leaving waits for the checkpoints in flight
         for i, (pixels, problem) in enumerate(results, start=done):
             if problem is not None:

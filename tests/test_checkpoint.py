@@ -78,3 +78,24 @@ def test_export_keeps_only_what_inference_needs(tmp_path, capsys):
     torch.testing.assert_close(data["decoder"]["w"], payload["decoder"]["w"])
     assert main(["export", str(tmp_path / "none.pt"), str(tmp_path / "x.pt")]) == 1
     assert "none.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_fp16_export_halves_the_weights_and_loads_into_a_float32_model(tmp_path):
+    from torch import nn
+
+    from nic.checkpoint import export_model, load_weights, main
+
+    net = nn.Sequential(nn.Embedding(10, 8), nn.BatchNorm1d(8))
+    payload = {"decoder": net.state_dict(), "encoder": None, "encoder_name": "efficientnet_lite0",
+               "config": {}, "vocab": {"itos": ["a"]}, "training": {"state": {"epoch": 1, "step": 2}}}
+    save_checkpoint(tmp_path / "best.pt", payload)
+    assert main(["export", str(tmp_path / "best.pt"), str(tmp_path / "model.pt"), "--fp16"]) == 0
+    data = load_checkpoint(tmp_path / "model.pt")
+    assert data["export"]["weights_dtype"] == "float16"
+    assert data["decoder"]["0.weight"].dtype == torch.float16
+    assert data["decoder"]["1.num_batches_tracked"].dtype == torch.long  # integers stay as they are
+    fresh = nn.Sequential(nn.Embedding(10, 8), nn.BatchNorm1d(8))
+    load_weights(fresh, data["decoder"], source=tmp_path / "model.pt", part="decoder")
+    assert fresh[0].weight.dtype == torch.float32
+    torch.testing.assert_close(fresh[0].weight, net[0].weight.half().float(), rtol=0, atol=0)
+    assert "weights_dtype" not in load_checkpoint(export_model(tmp_path / "best.pt", tmp_path / "full.pt"))["export"]

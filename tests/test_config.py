@@ -31,6 +31,11 @@ def test_yaml_roundtrip(tmp_path):
         ({"train": {"epochs": "many"}}, r"train.epochs: expected int"),
         ({"encoder": {"freeze": "yes"}}, "expected true/false"),
         ({"data": "coco"}, "expected a mapping"),
+        # impossible values: the key with its section, the value, what is legal
+        ({"train": {"batch_size": 0}}, r"^config: train.batch_size=0: must be 1 or more$"),
+        ({"eval": {"beam_sizes": [20, 0]}}, r"eval.beam_sizes=\[20, 0\]: element 1 \(0\) must be 1 or more"),
+        ({"train": {"lr": float("nan")}}, r"train.lr=nan: must be a finite number \(greater than 0\)"),
+        ({"train": {"best": "val"}}, "train.best='val': invalid choice; valid: bleu, last"),
     ],
 )
 def test_bad_configs_name_the_key(data, message):
@@ -113,6 +118,9 @@ def test_legacy_flat_decoder_keys_migrate_to_the_attention_section():
         ({"options": {"attention": {}}}, r"unknown key\(s\) \['options'\]"),
         ({"nic": {}}, "decoder.nic: the 'nic' decoder takes no options"),
         ({"embed_dim": "big"}, "decoder.embed_dim: expected int"),
+        ({"dropout": -0.1}, r"decoder.dropout=-0.1: must be in \[0, 1\)"),
+        ({"num_layers": 0}, "decoder.num_layers=0: must be 1 or more"),
+        ({"attention": {"grid_coords_scale": float("inf")}}, "decoder.attention.grid_coords_scale=inf: must be"),
     ],
 )
 def test_bad_decoder_sections_name_the_key(decoder, message):

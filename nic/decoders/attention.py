@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nic.decoders.base import CommonSettings, State, StepDecoderBase, register_decoder, sequence_nll
+from nic.typed import at_least, one_of
 
 # decoder.attention.attention_query: which LSTM state asks where to look (see ShowAttendTellDecoder)
 ATTENTION_QUERIES = ("previous", "current")
@@ -98,6 +99,16 @@ class ShowAttendTellDecoder(StepDecoderBase):
         # The paper's deep output layer (its eq. 7),
         # p(word) = softmax(L_o(E y + L_h h + L_z z)), instead of softmax(L_o h).
         deep_output: bool = False
+
+        # Legal values, checked when the config is loaded (nic.typed); floats must also be finite.
+        RANGES = {"attention_dim": at_least(1), "alpha_c": at_least(0.0),
+                  "attention_query": one_of(*ATTENTION_QUERIES)}
+
+        def field_problems(self) -> list[tuple[str, str]]:
+            if self.attention_query == "current" and not self.deep_output:
+                return [("attention_query", "attends after the LSTM step, so its context reaches the word only "
+                                            "through the deep output: set decoder.attention.deep_output: true")]
+            return []
 
     @classmethod
     def from_config(cls, cfg: CommonSettings, options: ShowAttendTellDecoder.Options, *, vocab_size: int,
