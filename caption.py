@@ -29,7 +29,7 @@ from nic.decoding import METHODS, DecodeSettings
 from nic.images import DEFAULT_MAX_PIXELS, ImageTooLarge, UnsupportedFormat
 from nic.paths import NotRegularFile
 
-# The model that ships with nic: Show and Tell trained on Flickr8k (models/nic_flickr8k/MODEL_CARD.md).
+# The model that ships with nic: Show, Attend and Tell trained on Flickr8k (models/nic_flickr8k/MODEL_CARD.md).
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "nic_flickr8k" / "model.pt"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -71,8 +71,9 @@ def why_unreadable(path: Path, error: Exception) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", nargs="+", required=True, help="image files and/or folders")
-    p.add_argument("--checkpoint", default=str(SHIPPED_MODEL),
-                   help="checkpoint file or run directory (default: the Flickr8k model that ships with nic, "
+    p.add_argument("--checkpoint", nargs="+", default=[str(SHIPPED_MODEL)],
+                   help="checkpoint file or run directory; several: their ensemble, one search over the mean of "
+                        "their word distributions (default: the Flickr8k model that ships with nic, "
                         f"{SHIPPED_MODEL.relative_to(Path(__file__).resolve().parent)}; see its MODEL_CARD.md)")
     p.add_argument("--beam", type=int, default=None,
                    help="beam size (default: the checkpoint's eval.beam_sizes, largest; 20, the paper's, in every "
@@ -151,15 +152,16 @@ def main(argv: list[str] | None = None) -> None:
 def caption_all(a: argparse.Namespace, paths: list[Path]) -> list[tuple[Path, str]]:
     """Caption and print every readable image of ``paths``; name each unreadable one on stderr and return them."""
     try:
-        captioner = Captioner.from_checkpoint(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+        captioner = Captioner.from_checkpoints(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     settings = decode_settings(captioner, a)  # every setting not given on the command line is the checkpoint's
     map_paths = {}
     if a.attention_map:
         if not captioner.uses_grid:
-            raise SystemExit(f"--attention-map: the checkpoint {a.checkpoint} has a {captioner.config.decoder.type!r} "
-                             "decoder, which has no attention; use a checkpoint trained with decoder.type: attention "
+            raise SystemExit(f"--attention-map: the checkpoint {' '.join(a.checkpoint)} has a "
+                             f"{captioner.config.decoder.type!r} decoder, which has no attention; use a checkpoint "
+                             "trained with decoder.type: attention "
                              "(e.g. configs/attention_shapes.yaml)")
         map_paths = dict(zip(paths, attention_map_paths(a.attention_map, paths)))
     failed: list[tuple[Path, str]] = []

@@ -83,8 +83,9 @@ __all__ = ["DEFAULT_HTML_ATTENTION", "DEFAULT_HTML_SAMPLES", "SHAPES_COLUMNS", "
 # --------------------------------------------------------------------------- checkpoint mode
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_sizes: Sequence[int] = (20,),
-                        limit: int = 0, length_penalty: float | None = None, max_len: int | None = None,
+def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split: str = "test",
+                        beam_sizes: Sequence[int] = (20,), limit: int = 0, length_penalty: float | None = None,
+                        max_len: int | None = None,
                         store_dir: str | Path | None = None, device: str | None = "cpu", progress: bool = True,
                         tokenizer: str = "coco", metrics: Sequence[str] | None = None,
                         references: str | Path | None = None, results_out: str | Path | None = None,
@@ -93,6 +94,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     """Decode ``split`` with ``checkpoint`` at each beam size and score it (see the module docstring).
 
     Args:
+        checkpoint: a checkpoint file or run directory, or several: their ensemble
+            (:mod:`nic.ensemble`; the first one's decoding settings).
         length_penalty, max_len: override the checkpoint's decoding settings (None: keep them;
             0 is a value like any other). See :func:`eval.decode.report_settings`.
         device: ``"cpu"``, ``"cuda"``, ...; None: CUDA when available.
@@ -116,7 +119,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_siz
     corpus, matching, ref_info = checkpoint_corpus(decoded.images(), split=split, references=references,
                                                    strict=strict, tokenizer=tokenizer)
     read_seconds = time.perf_counter() - start
-    report: dict[str, Any] = {"mode": "checkpoint", "checkpoint": str(checkpoint), "split": split,
+    names = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else [str(c) for c in checkpoint]
+    report: dict[str, Any] = {"mode": "checkpoint", "checkpoint": names[0] if len(names) == 1 else names,
+                              "split": split,
                               "store": str(decoded.store.path), "decoded": decoded.num_images,
                               "results_out": written}
     report.update(report_header(tokenizer=tokenizer, ran=ran, skipped=skipped, corpus=corpus, references=ref_info,
@@ -174,8 +179,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.bleu_report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to score")
-    src.add_argument("--checkpoint", default="runs/default/best.pt",
-                     help="checkpoint file or run directory to caption a split with (default: %(default)s)")
+    src.add_argument("--checkpoint", nargs="+", default=["runs/default/best.pt"], metavar="CHECKPOINT",
+                     help="checkpoint file or run directory to caption a split with; several: their ensemble, "
+                          "one batched search over the mean of their word distributions (default: %(default)s)")
     src.add_argument("--results", default=None, metavar="FILE.json",
                      help='score this COCO-format results file ([{"image_id": ..., "caption": ...}]) instead of '
                           "captioning; needs --references")
@@ -236,8 +242,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                       strict=a.strict, html=a.html, html_samples=a.html_samples,
                                       image_root=a.image_root)
         else:
+            checkpoint = a.checkpoint[0] if len(a.checkpoint) == 1 else a.checkpoint
             report = evaluate_checkpoint(
-                a.checkpoint, split="test" if a.split is None else a.split, beam_sizes=a.beam, limit=a.limit,
+                checkpoint, split="test" if a.split is None else a.split, beam_sizes=a.beam, limit=a.limit,
                 length_penalty=a.length_penalty, max_len=a.max_len, store_dir=a.store_dir, device=a.device,
                 progress=not a.quiet, tokenizer=a.tokenizer, metrics=metrics, references=a.references,
                 results_out=a.results_out, html=a.html, html_samples=a.html_samples,

@@ -79,16 +79,18 @@ def report_settings(captioner: Captioner, beam_size: int, *, length_penalty: flo
     return captioner.settings.replace(beam_size=beam_size, length_penalty=length_penalty, max_len=max_len)
 
 
-def open_split(checkpoint: str | Path, split: str, *, store_dir: str | Path | None = None, device: str = "cpu",
-               progress: bool = True) -> tuple[Captioner, StoreReader, FeatureReader | None]:
+def open_split(checkpoint: str | Path | Sequence[str | Path], split: str, *, store_dir: str | Path | None = None,
+               device: str = "cpu", progress: bool = True) -> tuple[Captioner, StoreReader, FeatureReader | None]:
     """The checkpoint's captioner, the split's store and its feature cache (None: the CNN runs on images).
+
+    Several checkpoints: their ensemble (:meth:`nic.captioner.Captioner.from_checkpoints`).
 
     Raises:
         ReportError: the checkpoint cannot be used (its weights do not fit its vocabulary, ...).
         ValueError: the store was built with another vocabulary than the checkpoint's.
     """
     try:
-        captioner = Captioner.from_checkpoint(checkpoint, device=device)
+        captioner = Captioner.from_checkpoints(checkpoint, device=device)
     except ValueError as e:  # the message names the file and what is wrong with it
         raise ReportError(str(e)) from None
     cfg = captioner.config
@@ -103,8 +105,9 @@ def open_split(checkpoint: str | Path, split: str, *, store_dir: str | Path | No
     return captioner, store, features
 
 
-def decode_checkpoint(checkpoint: str | Path, *, split: str = "test", beam_sizes: Sequence[int] = (20,),
-                      limit: int = 0, length_penalty: float | None = None, max_len: int | None = None,
+def decode_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split: str = "test",
+                      beam_sizes: Sequence[int] = (20,), limit: int = 0, length_penalty: float | None = None,
+                      max_len: int | None = None,
                       store_dir: str | Path | None = None, device: str | None = "cpu",
                       progress: bool = True) -> DecodedSplit:
     """Caption ``split`` (its first ``limit`` images; 0: all) with ``checkpoint`` at each beam size.

@@ -209,6 +209,8 @@ class _CardMaker:
 
 def _meta_lines(report: dict[str, Any]) -> list[str]:
     source = report.get("checkpoint") or report.get("results_file")
+    if isinstance(source, list):  # an ensemble
+        source = "ensemble of " + ", ".join(source)
     refs = report["references"]
     return [f"{'checkpoint' if report['mode'] == 'checkpoint' else 'results'}: {source}"
             + (f", split {report['split']}" if report.get("split") else ""),

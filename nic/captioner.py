@@ -18,14 +18,20 @@ from torch import Tensor
 from nic import search
 from nic.checkpoint import load_checkpoint, load_weights, require_entries
 from nic.config import Config, config_from_dict
-from nic.decoders import StepDecoderBase
+from nic.decoders import StepDecoderBase, build_decoder
 from nic.decoding import METHODS, DecodeSettings
 from nic.encoders import Encoder
+from nic.ensemble import EnsembleDecoder
 from nic.images import DEFAULT_MAX_PIXELS, load_image
 from nic.model import batch_features, build_model
 from nic.vocab import Vocabulary
 
 __all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings", "UnreadableImage"]
+
+
+def _feature_input(cfg: Config) -> tuple:
+    """What the features an ensemble's members share depend on: the encoder and its input."""
+    return cfg.encoder.name, cfg.encoder.grid_size, cfg.encoder.grid_below_top, cfg.data.image_size
 
 
 class UnreadableImage(ValueError):
@@ -81,7 +87,62 @@ class Captioner:
         if trained_encoder:
             load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder")
         load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab))
-        return cls(model.encoder, model.decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
+        decoder = model.decoder
+        if ckpt.get("members"):  # an exported ensemble (nic.checkpoint.export_model with several sources)
+            decoder = EnsembleDecoder([decoder, *cls._members(ckpt["members"], cfg, model.encoder, vocab, path)])
+        return cls(model.encoder, decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
+
+    @staticmethod
+    def _members(members: Any, first: Config, encoder: Encoder, vocab: Vocabulary,
+                 path: Path) -> list[StepDecoderBase]:
+        """The further decoders of an exported ensemble, each from its own config, over ``encoder``'s features."""
+        if not isinstance(members, list):
+            raise ValueError(f"{path}: 'members' must be a list of {{config, decoder}}")
+        decoders = []
+        for i, member in enumerate(members):
+            where = f"{path} (members[{i}])"
+            if not isinstance(member, dict):
+                raise ValueError(f"{where}: not a {{config, decoder}} entry")
+            require_entries(member, ("config", "decoder"), where)
+            cfg = config_from_dict(member["config"], source=f"{where}.config")
+            if _feature_input(cfg) != _feature_input(first):
+                raise ValueError(f"{where}: encoder (name, grid_size, grid_below_top, image_size) "
+                                 f"{_feature_input(cfg)} differs from the first model's {_feature_input(first)}")
+            decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
+                                    grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
+            load_weights(decoder, member["decoder"], source=where, part="decoder", vocab_size=len(vocab))
+            decoders.append(decoder)
+        return decoders
+
+    @classmethod
+    def from_checkpoints(cls, paths: str | Path | Sequence[str | Path], *, device: str | torch.device = "cpu",
+                         encoder_weights: str | None = None) -> Captioner:
+        """One checkpoint (:meth:`from_checkpoint`), or an ensemble of several (:mod:`nic.ensemble`).
+
+        The members must share the vocabulary and the encoder's input and features; the first
+        checkpoint's config gives the decoding settings. Raises ``ValueError`` naming the
+        checkpoint that does not fit.
+        """
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise ValueError("no checkpoint given")
+        parts = [cls.from_checkpoint(p, device=device, encoder_weights=encoder_weights) for p in paths]
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        for path, part in zip(paths, parts):
+            if part.encoder_trained:
+                raise ValueError(f"{path}: its CNN was fine-tuned; an ensemble's members must read the features "
+                                 "of one frozen encoder")
+            if part.vocab.hash() != first.vocab.hash():
+                raise ValueError(f"{path}: its vocabulary differs from {paths[0]}'s; ensemble models trained "
+                                 "on the same stores")
+            mine, theirs = _feature_input(part.config), _feature_input(first.config)
+            if mine != theirs:
+                raise ValueError(f"{path}: encoder (name, grid_size, grid_below_top, image_size) {mine} differs "
+                                 f"from {paths[0]}'s {theirs}")
+        decoder = EnsembleDecoder([p.decoder for p in parts])
+        return cls(first.encoder, decoder, first.vocab, config=first.config, device=device)
 
     # ------------------------------------------------------------------ decoding
     @torch.inference_mode()

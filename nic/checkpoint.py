@@ -10,6 +10,8 @@ Contents (plain containers of tensors and Python scalars, so the file loads with
     decoder                decoder state dict
     encoder                encoder state dict when it was trained (fine-tuned), else None
                            (then the encoder's packaged ImageNet weights are used)
+    members                exported ensembles only: [{config, decoder}] of the models that
+                           decode beside the first one (:mod:`nic.ensemble`)
     training               optimizer, epoch, step, best score, RNG states, ... (for resume);
                            absent from an exported model (:func:`export_model`)
 
@@ -85,6 +87,8 @@ def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str
     should be the vocabulary's size is said to be so ("decoder.word_embed.weight is 2538x512
     in the weights but the vocabulary has 2540 words").
     """
+    if isinstance(state, Mapping):
+        state = restore_weights(state)  # int8-stored weights (an exported model) -> float
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source}: the {part} weights are not a mapping of names to tensors")
     expected = module.state_dict()
@@ -114,27 +118,111 @@ def _some(names: Sequence[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
-def export_model(src: str | Path, dst: str | Path, *, note: dict[str, Any] | None = None, fp16: bool = False) -> Path:
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+
+
+def compact_weights(state: Mapping[str, torch.Tensor], dtype: str) -> dict[str, Any]:
+    """A state dict stored smaller; :func:`restore_weights` turns it back into float tensors.
+
+    ``float16``: every floating tensor halved. ``int8``: every floating matrix (2 or more
+    dimensions) as int8 with one float32 scale per row (``{"int8": q, "scale": s}``, symmetric:
+    ``w ~ q * s``, ``|error| <= s / 2``), vectors as float16; integer tensors are kept as they are.
+    """
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
+    out: dict[str, Any] = {}
+    for k, v in state.items():
+        if not v.is_floating_point() or dtype == "float32":
+            out[k] = v
+        elif dtype == "float16" or v.dim() < 2:
+            out[k] = v.half()
+        else:
+            rows = v.float().reshape(v.shape[0], -1)  # (R, C)
+            scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127  # (R, 1)
+            out[k] = {"int8": torch.round(rows / scale).to(torch.int8).reshape(v.shape), "scale": scale}
+    return out
+
+
+def restore_weights(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Undo :func:`compact_weights`' int8 storage (float16 tensors load into float32 models as they are)."""
+    def restore(v: Any) -> Any:
+        if isinstance(v, Mapping) and set(v) == {"int8", "scale"}:
+            q, scale = v["int8"], v["scale"]
+            return (q.float().reshape(q.shape[0], -1) * scale).reshape(q.shape)
+        return v
+
+    return {k: restore(v) for k, v in state.items()}
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    return Path(path) / "best.pt" if Path(path).is_dir() else Path(path)
+
+
+def export_model(src: str | Path | Sequence[str | Path], dst: str | Path, *, note: dict[str, Any] | None = None,
+                 fp16: bool = False, weights: str | None = None) -> Path:
     """Write the inference part of checkpoint ``src`` to ``dst``: no optimizer or RNG state.
 
     What a model needs to caption (decoder weights, fine-tuned CNN weights if any, vocabulary,
     config, encoder name) and nothing else; packaged ImageNet weights are not copied. ``note``
     (plain data, e.g. the run's test scores) is stored under ``"export"``. Loads like any
-    checkpoint (:func:`load_checkpoint`, ``weights_only=True``); cannot be resumed. ``fp16``
-    stores the floating-point weights as float16 (half the file); they are copied into the
-    float32 model on loading, so only their rounding differs from the trained weights.
+    checkpoint (:func:`load_checkpoint`, ``weights_only=True``); cannot be resumed.
+
+    Several ``src`` (files or run directories): one file holding their ensemble
+    (:mod:`nic.ensemble`): the first model as usual, the others' configs and decoder weights
+    under ``"members"``. They must share the vocabulary and the frozen encoder's input.
+
+    ``weights`` (``fp16=True`` is ``weights="float16"``): store the floating-point weights as
+    float16 (half the file) or int8 with a scale per row (a quarter; :func:`compact_weights`).
+    Loading turns them back into the float32 model's weights, so only their rounding differs
+    from the trained ones: measure the exported file, not the run.
     """
-    data = load_checkpoint(src)
+    weights = weights or ("float16" if fp16 else "float32")
+    sources = [_checkpoint_file(src)] if isinstance(src, (str, Path)) else [_checkpoint_file(p) for p in src]
+    if not sources:
+        raise ValueError("no checkpoint to export")
+    parts = [load_checkpoint(p) for p in sources]
+    for path, data in zip(sources, parts):
+        require_entries(data, ("config", "vocab", "encoder_name", "decoder", "encoder"), path)
+    data = parts[0]
     keep = {k: data[k] for k in ("config", "vocab", "encoder_name", "decoder", "encoder")}
-    if fp16:  # stored at half size; loading copies them into the float32 model (the values are fp16-rounded)
-        for part in ("decoder", "encoder"):
-            if keep[part] is not None:
-                keep[part] = {k: v.half() if v.is_floating_point() else v for k, v in keep[part].items()}
-    step = data.get("training", {}).get("state", {})
-    keep["export"] = {"source": Path(src).name, "epoch": step.get("epoch"), "step": step.get("step"),
-                      **({"weights_dtype": "float16"} if fp16 else {}), **(note or {})}
+    members = []
+    for path, other in zip(sources[1:], parts[1:]):
+        problem = _ensemble_problem(data, other)
+        if problem:
+            raise ValueError(f"{path}: cannot join {sources[0]} in an ensemble: {problem}")
+        members.append({"config": other["config"], "decoder": other["decoder"]})
+    if keep["encoder"] is not None and members:
+        raise ValueError(f"{sources[0]}: its CNN was fine-tuned; an ensemble's members must share one frozen encoder")
+    for part in ("decoder", "encoder"):
+        if keep[part] is not None:
+            keep[part] = compact_weights(keep[part], weights)
+    if members:
+        keep["members"] = [{"config": m["config"], "decoder": compact_weights(m["decoder"], weights)}
+                           for m in members]
+    trained = [d.get("training", {}).get("state", {}) for d in parts]
+    origin = [{"source": str(p), "epoch": t.get("epoch"), "step": t.get("step")} for p, t in zip(sources, trained)]
+    keep["export"] = {"source": sources[0].name, "epoch": trained[0].get("epoch"), "step": trained[0].get("step"),
+                      **({"ensemble": origin} if members else {}),
+                      **({"weights_dtype": weights} if weights != "float32" else {}), **(note or {})}
     save_checkpoint(dst, keep)
     return Path(dst)
+
+
+def _ensemble_problem(first: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+    """Why ``other`` cannot decode beside ``first`` in one search over one encoder's features (None: it can)."""
+    if other["vocab"] != first["vocab"]:
+        return "its vocabulary differs (train the members on the same stores)"
+    if other["encoder"] is not None:
+        return "its CNN was fine-tuned; an ensemble's members must share one frozen encoder"
+
+    def encoder_input(d: Mapping[str, Any]) -> tuple:
+        enc, data = d["config"].get("encoder", {}), d["config"].get("data", {})
+        return d["encoder_name"], enc.get("grid_size"), enc.get("grid_below_top"), data.get("image_size")
+
+    if encoder_input(other) != encoder_input(first):
+        return (f"its encoder (name, grid_size, grid_below_top, image_size) {encoder_input(other)} differs from "
+                f"{encoder_input(first)}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nic.checkpoint", description=main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="keep only what captioning needs (no optimizer/RNG state)")
-    e.add_argument("src", help="a checkpoint, e.g. runs/NAME/best.pt")
+    e.add_argument("src", nargs="+", help="a checkpoint or run directory, e.g. runs/NAME/best.pt; several: "
+                                          "one file holding their ensemble")
     e.add_argument("dst", help="the file to write")
-    e.add_argument("--fp16", action="store_true",
-                   help="store the weights as float16 (half the size; they load into a float32 model)")
+    size = e.add_mutually_exclusive_group()
+    size.add_argument("--fp16", action="store_true",
+                      help="store the weights as float16 (half the size; they load into a float32 model)")
+    size.add_argument("--int8", action="store_true",
+                      help="store weight matrices as int8 with a scale per row (a quarter of the size)")
     a = p.parse_args(argv)
     try:
-        out = export_model(a.src, a.dst, fp16=a.fp16)
+        out = export_model(a.src, a.dst, weights="int8" if a.int8 else "float16" if a.fp16 else "float32")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

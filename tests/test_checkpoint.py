@@ -99,3 +99,24 @@ def test_fp16_export_halves_the_weights_and_loads_into_a_float32_model(tmp_path)
     assert fresh[0].weight.dtype == torch.float32
     torch.testing.assert_close(fresh[0].weight, net[0].weight.half().float(), rtol=0, atol=0)
     assert "weights_dtype" not in load_checkpoint(export_model(tmp_path / "best.pt", tmp_path / "full.pt"))["export"]
+
+
+def test_int8_weights_round_trip_within_half_a_step_per_row():
+    from nic.checkpoint import compact_weights, restore_weights
+
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(5, 7, generator=g) * torch.arange(1, 6).float()[:, None],  # rows of different scale
+             "conv": torch.randn(3, 2, 2, 2, generator=g), "bias": torch.randn(7, generator=g),
+             "steps": torch.tensor(3), "zero": torch.zeros(2, 3)}
+    small = compact_weights(state, "int8")
+    assert small["w"]["int8"].dtype == torch.int8 and small["w"]["scale"].shape == (5, 1)
+    assert small["bias"].dtype == torch.float16 and small["steps"].dtype == torch.long
+    back = restore_weights(small)
+    for k in ("w", "conv"):
+        rows = state[k].reshape(state[k].shape[0], -1)
+        step = rows.abs().amax(1, keepdim=True) / 127  # one int8 step of each row
+        assert back[k].shape == state[k].shape
+        assert ((back[k].reshape_as(rows) - rows).abs() <= step / 2 + 1e-7).all()
+    assert torch.equal(back["zero"], state["zero"]) and torch.equal(back["steps"], state["steps"])
+    with pytest.raises(ValueError, match="int4"):
+        compact_weights(state, "int4")

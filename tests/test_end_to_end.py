@@ -103,6 +103,50 @@ def test_bleu_report_cli_and_runs_table(trained, tmp_path, capsys):
     assert "| e2e |" in capsys.readouterr().out
 
 
+def test_an_ensemble_through_the_report_and_caption_py(trained, tmp_path, capsys):
+    """Several --checkpoint: one search over their mean distribution. The model with itself decodes as the
+    model alone; best + last is a real ensemble that both entry points run and name."""
+    root, run_dir = trained
+    best, last = str(run_dir / "best.pt"), str(run_dir / "last.pt")
+    common = ["--beam", "3", "--limit", "6", "--metrics", "bleu", "--quiet"]
+    alone = bleu_report.main(["--checkpoint", best, *common])
+    twice = bleu_report.main(["--checkpoint", best, best, *common])
+    assert twice["checkpoint"] == [best, best] and alone["checkpoint"] == best
+    assert twice["results"][0]["captions"] == alone["results"][0]["captions"]
+    pair = bleu_report.main(["--checkpoint", best, last, *common, "--html", str(tmp_path / "r.html")])
+    assert pair["results"][0]["images"] == 6
+    assert f"ensemble of {best}, {last}" in (tmp_path / "r.html").read_text()
+    capsys.readouterr()
+    caption.main(["--img", str(DATA / "cat.jpg"), "--checkpoint", best, last, "--beam", "3"])
+    assert capsys.readouterr().out.startswith(f"{DATA / 'cat.jpg'}: ")
+
+
+def test_an_exported_ensemble_is_one_file_that_decodes_as_its_members(trained, tmp_path):
+    """export best + last -> one weights_only file; float32 decodes exactly as the two checkpoints do, int8
+    (a quarter of the size) within rounding of the log-probs."""
+    from nic.captioner import Captioner
+    from nic.checkpoint import export_model, load_checkpoint, main
+    from nic.ensemble import EnsembleDecoder
+
+    _, run_dir = trained
+    pair = Captioner.from_checkpoints([run_dir / "best.pt", run_dir / "last.pt"])
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(DATA / name).convert("RGB").resize((64, 64)))
+                                        for name in ("cat.jpg", "espresso.jpg")])).permute(0, 3, 1, 2)
+    expected = pair.caption_images(images, beam_size=3)
+    full = export_model([run_dir, run_dir / "last.pt"], tmp_path / "pair.pt")
+    assert len(load_checkpoint(full)["members"]) == 1
+    loaded = Captioner.from_checkpoint(full)
+    assert isinstance(loaded.decoder, EnsembleDecoder)
+    got = loaded.caption_images(images, beam_size=3)
+    assert [c[0].text for c in got] == [c[0].text for c in expected]
+    assert [c[0].logprob for c in got] == pytest.approx([c[0].logprob for c in expected], abs=1e-5)
+    assert main(["export", str(run_dir / "best.pt"), str(run_dir / "last.pt"), str(tmp_path / "q.pt"), "--int8"]) == 0
+    assert (tmp_path / "q.pt").stat().st_size < 0.4 * full.stat().st_size
+    quantized = Captioner.from_checkpoint(tmp_path / "q.pt")
+    scores = quantized.score(*pair.features(images), [c[0].words for c in expected])
+    assert scores.tolist() == pytest.approx([c[0].logprob for c in expected], abs=0.05)
+
+
 def test_caption_cli_prints_the_captions_the_report_scored(trained, capsys):
     """caption.py decodes with the checkpoint's settings (here length penalty 2), as the report did."""
     from nic.captioner import Captioner
