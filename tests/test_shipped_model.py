@@ -99,3 +99,14 @@ def test_the_card_reports_what_the_recipe_measured():
         for column, key in (("METEOR", "METEOR"), ("ROUGE-L", "ROUGE-L"), ("CIDEr-D", "CIDEr")):
             assert card[column] == pytest.approx(round(100 * r["scores"][key], 1), abs=1e-9)
         assert card["distinct"] == pytest.approx(round(100 * r["distinct"], 1), abs=1e-9)
+
+
+def test_attention_map_works_with_it(captioner, captions, tmp_path, capsys):
+    from PIL import Image
+
+    assert captioner.uses_grid, "the shipped model attends over the CNN grid"
+    out = tmp_path / "att.png"
+    caption.main(["--img", str(PHOTOS[1]), "--attention-map", str(out)])
+    assert f"attention map: {out}" in capsys.readouterr().out
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 224  # one panel per word, side by side
