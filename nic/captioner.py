@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from nic import search
-from nic.checkpoint import load_checkpoint, load_weights, require_entries
+from nic.checkpoint import checkpoint_file, feature_input, load_checkpoint, load_weights, require_entries
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.decoding import METHODS, DecodeSettings
@@ -27,11 +27,6 @@ from nic.model import batch_features, build_model
 from nic.vocab import Vocabulary
 
 __all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings", "UnreadableImage"]
-
-
-def _feature_input(cfg: Config) -> tuple:
-    """What the features an ensemble's members share depend on: the encoder and its input."""
-    return cfg.encoder.name, cfg.encoder.grid_size, cfg.encoder.grid_below_top, cfg.data.image_size
 
 
 class UnreadableImage(ValueError):
@@ -76,7 +71,7 @@ class Captioner:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         encoder_weights: str | None = None) -> Captioner:
-        path = Path(path) / "best.pt" if Path(path).is_dir() else Path(path)  # the file errors name
+        path = checkpoint_file(path)  # the file errors name
         ckpt = load_checkpoint(path)
         require_entries(ckpt, ("config", "vocab", "encoder_name", "decoder"), path)
         cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
@@ -105,9 +100,10 @@ class Captioner:
                 raise ValueError(f"{where}: not a {{config, decoder}} entry")
             require_entries(member, ("config", "decoder"), where)
             cfg = config_from_dict(member["config"], source=f"{where}.config")
-            if _feature_input(cfg) != _feature_input(first):
-                raise ValueError(f"{where}: encoder (name, grid_size, grid_below_top, image_size) "
-                                 f"{_feature_input(cfg)} differs from the first model's {_feature_input(first)}")
+            mine, theirs = (feature_input(c.to_dict(), encoder.spec.name) for c in (cfg, first))
+            if mine != theirs:
+                raise ValueError(f"{where}: encoder (name, grid_size, grid_below_top, image_size) {mine} differs "
+                                 f"from the first model's {theirs}")
             decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
                                     grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
             load_weights(decoder, member["decoder"], source=where, part="decoder", vocab_size=len(vocab))
@@ -137,7 +133,7 @@ class Captioner:
             if part.vocab.hash() != first.vocab.hash():
                 raise ValueError(f"{path}: its vocabulary differs from {paths[0]}'s; ensemble models trained "
                                  "on the same stores")
-            mine, theirs = _feature_input(part.config), _feature_input(first.config)
+            mine, theirs = (feature_input(c.config.to_dict(), c.encoder.spec.name) for c in (part, first))
             if mine != theirs:
                 raise ValueError(f"{path}: encoder (name, grid_size, grid_below_top, image_size) {mine} differs "
                                  f"from {paths[0]}'s {theirs}")

@@ -154,8 +154,16 @@ def restore_weights(state: Mapping[str, Any]) -> dict[str, Any]:
     return {k: restore(v) for k, v in state.items()}
 
 
-def _checkpoint_file(path: str | Path) -> Path:
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint a path names: the file itself, or a run directory's ``best.pt``."""
     return Path(path) / "best.pt" if Path(path).is_dir() else Path(path)
+
+
+def feature_input(config: Mapping[str, Any], encoder_name: str) -> tuple:
+    """What the features a model reads depend on, from its config as a checkpoint stores it:
+    (encoder, grid_size, grid_below_top, image_size). An ensemble's members must agree on it."""
+    enc, data = config.get("encoder", {}), config.get("data", {})
+    return encoder_name, enc.get("grid_size"), enc.get("grid_below_top"), data.get("image_size")
 
 
 def export_model(src: str | Path | Sequence[str | Path], dst: str | Path, *, note: dict[str, Any] | None = None,
@@ -177,7 +185,7 @@ def export_model(src: str | Path | Sequence[str | Path], dst: str | Path, *, not
     from the trained ones: measure the exported file, not the run.
     """
     weights = weights or ("float16" if fp16 else "float32")
-    sources = [_checkpoint_file(src)] if isinstance(src, (str, Path)) else [_checkpoint_file(p) for p in src]
+    sources = [checkpoint_file(src)] if isinstance(src, (str, Path)) else [checkpoint_file(p) for p in src]
     if not sources:
         raise ValueError("no checkpoint to export")
     parts = [load_checkpoint(p) for p in sources]
@@ -214,14 +222,9 @@ def _ensemble_problem(first: Mapping[str, Any], other: Mapping[str, Any]) -> str
         return "its vocabulary differs (train the members on the same stores)"
     if other["encoder"] is not None:
         return "its CNN was fine-tuned; an ensemble's members must share one frozen encoder"
-
-    def encoder_input(d: Mapping[str, Any]) -> tuple:
-        enc, data = d["config"].get("encoder", {}), d["config"].get("data", {})
-        return d["encoder_name"], enc.get("grid_size"), enc.get("grid_below_top"), data.get("image_size")
-
-    if encoder_input(other) != encoder_input(first):
-        return (f"its encoder (name, grid_size, grid_below_top, image_size) {encoder_input(other)} differs from "
-                f"{encoder_input(first)}")
+    mine, theirs = (feature_input(d["config"], d["encoder_name"]) for d in (other, first))
+    if mine != theirs:
+        return f"its encoder (name, grid_size, grid_below_top, image_size) {mine} differs from {theirs}"
     return None
 
 
