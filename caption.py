@@ -16,6 +16,7 @@ with the reason, every other one is captioned, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 import torch
 from PIL import UnidentifiedImageError
 
-from nic.attention_maps import caption_words, draw_attention
 from nic.captioner import Captioner
 from nic.decoding import METHODS, DecodeSettings
 from nic.images import DEFAULT_MAX_PIXELS, ImageTooLarge, UnsupportedFormat
@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
                    help="ImageNet weights file for the checkpoint's encoder (default: packaged or torch cache)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 dynamic quantization of the decoder (CPU; captions may differ slightly from float32's: "
+                        "see docs/benchmarks.md, 'Captioning latency')")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B",
+                   help="photos encoded and searched together (default: %(default)s); captions do not depend on it")
     p.add_argument("--attention-map", metavar="OUT.png", default=None,
                    help="attention decoders only: write where the model looked for each word of the best caption "
                         "(one image: OUT.png; several: OUT_<image stem>.png)")
@@ -137,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     if a.max_pixels < 0:
         raise SystemExit(f"error: --max-pixels {a.max_pixels}: must be 0 (no limit) or a number of pixels")
+    if a.batch_size < 1:
+        raise SystemExit(f"error: --batch-size {a.batch_size}: must be 1 or more")
     paths, failed = collect_images(a.img)
     for path, why in failed:
         print(f"{path}: {why}", file=sys.stderr)
@@ -149,12 +156,21 @@ def main(argv: list[str] | None = None) -> None:
                          f"{first}: {why}")
 
 
-def caption_all(a: argparse.Namespace, paths: list[Path]) -> list[tuple[Path, str]]:
-    """Caption and print every readable image of ``paths``; name each unreadable one on stderr and return them."""
+def load_captioner(a: argparse.Namespace) -> Captioner:
+    """The checkpoint(s) of ``--checkpoint`` as one captioner (int8 with ``--int8``); a one-line error otherwise."""
     try:
         captioner = Captioner.from_checkpoints(a.checkpoint, device=a.device, encoder_weights=a.encoder_weights)
+        return captioner.quantize_int8() if a.int8 else captioner
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {'--int8: ' if a.int8 and 'int8' in str(e) else ''}{e}") from None
+
+
+def caption_all(a: argparse.Namespace, paths: list[Path]) -> list[tuple[Path, str]]:
+    """Caption and print every readable image of ``paths``; name each unreadable one on stderr and return them.
+
+    With several photos and a terminal on stderr, a progress bar counts them there.
+    """
+    captioner = load_captioner(a)
     settings = decode_settings(captioner, a)  # every setting not given on the command line is the checkpoint's
     map_paths = {}
     if a.attention_map:
@@ -165,38 +181,87 @@ def caption_all(a: argparse.Namespace, paths: list[Path]) -> list[tuple[Path, st
                              "(e.g. configs/attention_shapes.yaml)")
         map_paths = dict(zip(paths, attention_map_paths(a.attention_map, paths)))
     failed: list[tuple[Path, str]] = []
+    progress = Progress(len(paths))
 
     def unreadable(path: Path, error: Exception) -> None:
         failed.append((path, why_unreadable(path, error)))
-        print(f"{path}: {failed[-1][1]}", file=sys.stderr)
+        progress.say(f"{path}: {failed[-1][1]}", file=sys.stderr)
 
     generator = torch.Generator().manual_seed(a.seed)
     captioned = captioner.caption_files(paths, settings, generator=generator, on_error=unreadable,
-                                        max_pixels=a.max_pixels or None)
+                                        max_pixels=a.max_pixels or None, batch_size=a.batch_size)
     try:
         for path, captions in captioned:
-            print_captions(path, captions, settings.n_best)
+            progress.say(format_captions(path, captions, settings.n_best))
             if path in map_paths:
-                write_attention_map(captioner, path, captions[0], map_paths[path])
+                progress.say(write_attention_map(captioner, path, captions[0], map_paths[path]), done=False)
     except ValueError as e:  # the search refuses settings this machine cannot run (e.g. a beam too wide)
         flag = f"--beam {a.beam}: " if a.beam is not None and "beam" in str(e).lower() else ""
         raise SystemExit(f"error: {flag}{e}") from None
+    finally:
+        progress.close()
     return failed
 
 
-def write_attention_map(captioner: Captioner, path: Path, best: Any, out: Path) -> None:
+class Progress:
+    """Lines to print, and a tqdm bar on stderr counting them, for several photos when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = None
+        if total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True)
+
+    def say(self, text: str, file: Any = None, done: bool = True) -> None:
+        """Print ``text`` (stdout unless ``file``) above the bar; ``done``: it finishes a photo."""
+        if self.bar is None:
+            print(text, file=file)
+            return
+        with self.bar.external_write_mode(file=file):
+            print(text, file=file)
+        if done:
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def write_attention_map(captioner: Captioner, path: Path, best: Any, out: Path) -> str:
+    """Draw the best caption's attention map to ``out``; the line that names it."""
+    from nic.attention_maps import caption_words, draw_attention  # Pillow's drawing: only when asked for
+
     words = caption_words(best.words, len(best.alphas), best.finished)
-    print(f"  attention map: {draw_attention(path, words, best.alphas, captioner.encoder.grid_side, out)}")
+    return f"  attention map: {draw_attention(path, words, best.alphas, captioner.encoder.grid_side, out)}"
 
 
-def print_captions(path: Path, captions: list, n_best: int) -> None:
+def format_captions(path: Path, captions: list, n_best: int) -> str:
+    """``path: caption``, or with ``--nbest`` > 1 the path, then one ``  logprob  caption`` line each."""
     if n_best == 1:
-        print(f"{path}: {captions[0].text}")
-        return
-    print(f"{path}:")
-    for c in captions:
-        print(f"  {c.logprob:8.3f}  {c.text}")
+        return f"{path}: {captions[0].text}"
+    return "\n".join([f"{path}:", *(f"  {c.logprob:8.3f}  {c.text}" for c in captions)])
+
+
+def exit_now(code: int | str | None) -> None:
+    """Exit with ``code`` as ``sys.exit`` would (a message: printed on stderr, status 1), skipping the
+    interpreter's teardown: with torch imported it costs ~1 s and raises the peak memory by ~128 MB on a
+    2-core machine (docs/benchmarks.md, 'Captioning latency'), and nothing of ours needs it (output is
+    flushed here, files are closed, the decoding threads have stopped)."""
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (`| head`): nothing more to tell it
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)

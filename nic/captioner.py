@@ -7,26 +7,31 @@ gets (never teacher-forced outputs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from nic import search
 from nic.checkpoint import checkpoint_file, feature_input, load_checkpoint, load_weights, require_entries
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.decoding import METHODS, DecodeSettings
-from nic.encoders import Encoder
+from nic.encoders import Encoder, load_pretrained
 from nic.ensemble import EnsembleDecoder
 from nic.images import DEFAULT_MAX_PIXELS, load_image
 from nic.model import batch_features, build_model
 from nic.vocab import Vocabulary
 
-__all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings", "UnreadableImage"]
+__all__ = ["METHODS", "Caption", "Captioner", "DecodeSettings", "UnreadableImage", "decoded_images"]
 
 
 class UnreadableImage(ValueError):
@@ -71,20 +76,31 @@ class Captioner:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         encoder_weights: str | None = None) -> Captioner:
+        """The model of a checkpoint file or run directory (its ``best.pt``), ready to caption.
+
+        The file is memory-mapped (a run's optimizer state is never read) and the model is built
+        on the meta device, so the loaded weights become its parameters with no throw-away
+        random initialisation and no second copy.
+        """
         path = checkpoint_file(path)  # the file errors name
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, mmap=True)
         require_entries(ckpt, ("config", "vocab", "encoder_name", "decoder"), path)
         cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
         vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
         trained_encoder = ckpt.get("encoder") is not None
-        model = build_model(cfg, len(vocab), pad_id=vocab.pad_id, encoder_name=ckpt["encoder_name"],
-                            encoder_weights=encoder_weights, pretrained=not trained_encoder)
+        with shapes_only():  # the weights below become the parameters
+            model = build_model(cfg, len(vocab), pad_id=vocab.pad_id, encoder_name=ckpt["encoder_name"],
+                                encoder_weights=encoder_weights, pretrained=False)
         if trained_encoder:
-            load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder")
-        load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab))
+            load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder", assign=True)
+            model.encoder.to_channels_last()
+        else:
+            load_pretrained(model.encoder, encoder_weights or cfg.encoder.weights)
+        load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab), assign=True)
         decoder = model.decoder
         if ckpt.get("members"):  # an exported ensemble (nic.checkpoint.export_model with several sources)
             decoder = EnsembleDecoder([decoder, *cls._members(ckpt["members"], cfg, model.encoder, vocab, path)])
+        _check_materialised(model.encoder, decoder, path)
         return cls(model.encoder, decoder, vocab, config=cfg, device=device, encoder_trained=trained_encoder)
 
     @staticmethod
@@ -104,9 +120,10 @@ class Captioner:
             if mine != theirs:
                 raise ValueError(f"{where}: encoder (name, grid_size, grid_below_top, image_size) {mine} differs "
                                  f"from the first model's {theirs}")
-            decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                                    grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
-            load_weights(decoder, member["decoder"], source=where, part="decoder", vocab_size=len(vocab))
+            with shapes_only():
+                decoder = build_decoder(cfg.decoder, vocab_size=len(vocab), feature_dim=encoder.feature_dim,
+                                        grid_dim=encoder.grid_dim, pad_id=vocab.pad_id)
+            load_weights(decoder, member["decoder"], source=where, part="decoder", vocab_size=len(vocab), assign=True)
             decoders.append(decoder)
         return decoders
 
@@ -212,7 +229,7 @@ class Captioner:
 
     def caption_files(self, paths: Sequence[str | Path], settings: DecodeSettings | None = None, *,
                       batch_size: int = 16, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                      on_error: Callable[[Path, Exception], None] | None = None,
+                      on_error: Callable[[Path, Exception], None] | None = None, workers: int = 2,
                       **kwargs: Any) -> Iterable[tuple[Path, list[Caption]]]:
         """Caption image files of any mode (decoded and resized like the stores), in order.
 
@@ -220,22 +237,99 @@ class Captioner:
         limit): one that cannot be read (missing, not an image, truncated, over ``max_pixels``)
         raises :class:`UnreadableImage` naming it, or, with ``on_error``, is handed to
         ``on_error(path, error)`` and skipped while every other file is captioned.
+
+        A pipeline: ``workers`` threads decode the files (Pillow releases the GIL) ahead of the
+        batch of ``batch_size`` images that the encoder and the batched search are working on.
+        An image's captions do not depend on the batch it is in.
         """
         size = self.config.data.image_size
-        for start in range(0, len(paths), batch_size):
-            chunk, images = [], []
-            for path in map(Path, paths[start:start + batch_size]):
-                try:
-                    images.append(torch.from_numpy(load_image(path, size, max_pixels=max_pixels)))
-                except Exception as e:  # the per-file boundary: Pillow raises many kinds on a bad file
-                    if on_error is None:
-                        raise UnreadableImage(path, e) from e
-                    on_error(path, e)
-                    continue
-                chunk.append(path)
-            if chunk:
+        chunk: list[Path] = []
+        images: list[Tensor] = []
+        for path, image in decoded_images(paths, size, max_pixels=max_pixels, workers=workers,
+                                          ahead=2 * batch_size):
+            if isinstance(image, Exception):  # the per-file boundary: Pillow raises many kinds on a bad file
+                if on_error is None:
+                    raise UnreadableImage(path, image) from image
+                on_error(path, image)
+                continue
+            chunk.append(path)
+            images.append(image)
+            if len(chunk) == batch_size:
                 yield from zip(chunk, self.caption_images(torch.stack(images), settings, **kwargs))  # (B, 3, S, S)
+                chunk, images = [], []
+        if chunk:
+            yield from zip(chunk, self.caption_images(torch.stack(images), settings, **kwargs))
+
+    def quantize_int8(self) -> Captioner:
+        """int8 dynamic quantization (fbgemm, CPU): the decoder's Linear and LSTM layers keep int8 weights and
+        quantize their inputs on the fly. The CNN is left in float32 (dynamic quantization covers no
+        convolution). Captions can differ from float32's: see docs/benchmarks.md for its BLEU. Returns self."""
+        from torch.ao.quantization import quantize_dynamic
+
+        if self.device.type != "cpu":
+            raise ValueError(f"int8 dynamic quantization runs on the CPU only, not on {self.device}")
+        if "fbgemm" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "fbgemm"
+        with warnings.catch_warnings():  # torch announces that eager-mode quantization moves to torchao
+            warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
+            warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated",
+                                    category=DeprecationWarning)
+            self.decoder = quantize_dynamic(self.decoder, {nn.Linear, nn.LSTM, nn.LSTMCell}, dtype=torch.qint8)
+        return self
 
     @property
     def uses_grid(self) -> bool:
         return bool(getattr(self.decoder, "uses_grid", False))
+
+
+class _SkipInit(TorchFunctionMode):
+    """``torch.nn.init.*`` calls return their tensor untouched (no random draws)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else next(iter((kwargs or {}).values()))
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def shapes_only() -> Iterator[None]:
+    """Modules built inside have their parameters on the meta device (shapes, no memory) and skip their
+    random initialisation (which on the meta device would also import torch's compiler, seconds of start-up);
+    ``load_state_dict(..., assign=True)`` then gives them real tensors."""
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
+def decoded_images(paths: Sequence[str | Path], size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                   workers: int = 2, ahead: int = 32) -> Iterator[tuple[Path, Tensor | Exception]]:
+    """(path, uint8 image (3, size, size) or the error that reading it raised) for each path, in order,
+    decoded by ``workers`` threads at most ``ahead`` files in advance of the caller."""
+    def read(path: Path) -> Tensor:
+        return torch.from_numpy(load_image(path, size, max_pixels=max_pixels))
+
+    todo = iter([Path(p) for p in paths])
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nic-decode")
+    pending: deque[tuple[Path, Future[Tensor]]] = deque()
+    try:
+        while True:
+            while len(pending) < max(1, ahead) and (path := next(todo, None)) is not None:
+                pending.append((path, pool.submit(read, path)))
+            if not pending:
+                return
+            path, future = pending.popleft()
+            try:
+                image: Tensor | Exception = future.result()
+            except Exception as e:  # handed to the caller, who decides (skip and report, or raise)
+                image = e
+            yield path, image
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_materialised(encoder: nn.Module, decoder: nn.Module, path: Path) -> None:
+    """Every tensor of a model built on the meta device got real values (a buffer outside the state dict would not)."""
+    for part, module in (("encoder", encoder), ("decoder", decoder)):
+        meta = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if meta:
+            raise ValueError(f"{path}: the {part} tensors {', '.join(meta[:3])} have no values after loading the "
+                             "weights (a buffer that is not saved in the state dict?)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(data, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Safely load a checkpoint (``weights_only=True``) and check its format."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Safely load a checkpoint (``weights_only=True``) and check its format.
+
+    ``mmap``: map the file instead of reading it, so tensors are read only when used (a run's
+    optimizer state, which captioning never touches, is never materialised); files that are
+    not in torch's zip format are read whole.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
@@ -52,7 +59,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"{path}: checkpoint not found (train one with `python train.py`, "
                                 "or pass --checkpoint runs/NAME/best.pt)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated/corrupt file or a pickle with arbitrary objects
         # torch's own message may advise weights_only=False for an untrusted file: never repeat that
         text = str(e)
@@ -80,12 +87,13 @@ def require_entries(data: Mapping[str, Any], keys: Sequence[str], path: str | Pa
 
 
 def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, assign: bool = False) -> None:
     """``module.load_state_dict(state)`` (strict), or one ValueError naming ``source`` and what does not fit.
 
     ``part`` names the weights ("decoder", "encoder"); with ``vocab_size``, a dimension that
     should be the vocabulary's size is said to be so ("decoder.word_embed.weight is 2538x512
-    in the weights but the vocabulary has 2540 words").
+    in the weights but the vocabulary has 2540 words"). ``assign``: the tensors, converted to
+    the module's dtypes, become its parameters (a module built on the meta device).
     """
     if isinstance(state, Mapping):
         state = restore_weights(state)  # int8-stored weights (an exported model) -> float
@@ -104,7 +112,9 @@ def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str
         raise ValueError(f"{source}: the {part} weights do not fit the model its config and vocabulary describe: "
                          f"{'; '.join(problems[:3])}{more}. The file's weights, vocabulary and config do not belong "
                          "together (edited, or put together from different runs): use the file the run wrote")
-    module.load_state_dict(state)
+    if assign:
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}  # float16/int8-stored -> the model's
+    module.load_state_dict(state, assign=assign)
 
 
 def _shape_problem(name: str, got: tuple[int, ...], want: tuple[int, ...], vocab_size: int | None) -> str:

@@ -15,6 +15,7 @@ BLEU report and the benches all ask:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,9 @@ from torch import Tensor, nn
 from nic.config import Config
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.encoders import Encoder, TrunkView, build_encoder
-from nic.features import FeatureReader, cache_features
+
+if TYPE_CHECKING:
+    from nic.features import FeatureReader
 
 
 class CaptionModel(nn.Module):
@@ -151,6 +154,8 @@ def split_feature_reader(cfg: Config, encoder: Encoder, store_file: Path, *, use
     if not cfg.encoder.freeze or not Path(store_file).exists():
         return None
     source, grid = feature_source(cfg, encoder, uses_grid, finetuned=finetuned)
+    from nic.features import FeatureReader, cache_features  # h5py: not on caption.py's path
+
     path = cache_features(source, store_file, grid=grid, dtype=cfg.encoder.feature_dtype, device=device,
                           progress=progress)
     return FeatureReader(path, grid=grid)

@@ -272,14 +272,19 @@ class ShowAttendTellDecoder(StepDecoderBase):
         grid_s = grid[order]  # (B, P, C)
         grid_proj, h, c = self._initial(pooled[order], grid_s)  # (B, P, A), (B, H), (B, H)
         x_words = self.dropout(self.word_embed(captions[order, :-1]))  # (B, T-1, E)
+        x_steps = x_words.unbind(1)  # T-1 x (B, E): one backward (a stack), not one per step
         z = grid.new_zeros(b, grid.shape[2])  # (B, C): the previous step's context
         es, hs, zs, alphas, active = [], [], [], [], []  # per step: e (n, E), h (n, H), z (n, C), alpha (n, P), n
         for t in range(t_max):
             n = sum(s > t for s in steps_sorted)  # rows still inside their caption (a prefix)
             if n == 0:
                 break
-            h, c, z, alpha = self._word_step(x_words[:n, t], h[:n], c[:n], z[:n], grid_s[:n], grid_proj[:n])
-            es.append(x_words[:n, t])
+            # a slice's backward fills a zero tensor the size of its base: slice only when n drops, and
+            # the previous step's prefix, not the whole batch's
+            grid_s, grid_proj, h, c, z = (_prefix(v, n) for v in (grid_s, grid_proj, h, c, z))
+            e = _prefix(x_steps[t], n)  # (n, E)
+            h, c, z, alpha = self._word_step(e, h, c, z, grid_s, grid_proj)
+            es.append(e)
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)
@@ -303,6 +308,11 @@ class ShowAttendTellDecoder(StepDecoderBase):
         nll = sequence_nll(logits, captions, self.pad_id)
         reg = self.alpha_c * attention_regularizer(alphas)
         return nll + reg, {"nll": float(nll.detach()), "attention_reg": float(reg.detach())}
+
+
+def _prefix(x: Tensor, n: int) -> Tensor:
+    """The first n rows of x; x itself when it has n (no slice, so no slice backward)."""
+    return x if x.shape[0] == n else x[:n]
 
 
 def _check_grid(grid: Tensor | None) -> None:

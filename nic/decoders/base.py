@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -96,6 +97,66 @@ def sequence_nll(logits: Tensor, captions: Tensor, pad_id: int, reduction: str =
     targets = captions[:, 1:]  # (B, T-1)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id,
                            reduction=reduction)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``x @ weight.T + bias`` against ``targets``, with one (N, V) buffer.
+
+    Forward keeps only the log-softmax (N, V); backward turns it into the softmax in place,
+    subtracts the one-hot targets and scales the small (N, D) / (V, D) results instead of the
+    (N, V) matrix. The gradient is ``F.cross_entropy``'s (same function, float rounding aside),
+    without its zero-filled one-hot, its separate log-softmax backward or a logits tensor kept.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+        logits = torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()  # (N, V)
+        log_probs = torch.log_softmax(logits.float(), dim=1)  # (N, V)
+        del logits
+        ctx.save_for_backward(x, weight, targets, log_probs)
+        ctx.has_bias, ctx.spent = bias is not None, False
+        return -log_probs.gather(1, targets.unsqueeze(1)).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.spent:
+            raise RuntimeError("linear_cross_entropy: backward twice through the same graph (retain_graph) is "
+                               "not supported; recompute the loss")
+        ctx.spent = True
+        x, weight, targets, grad = ctx.saved_tensors
+        grad.exp_()  # (N, V): the softmax, in place of the log-softmax
+        grad.scatter_add_(1, targets.unsqueeze(1), grad.new_full((targets.shape[0], 1), -1.0))  # softmax - onehot
+        g = grad_loss.to(grad.dtype)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = (grad @ weight.to(grad.dtype)).mul_(g).to(x.dtype)  # (N, D)
+        if ctx.needs_input_grad[1]:
+            dw = (grad.t() @ x.to(grad.dtype)).mul_(g).to(weight.dtype)  # (V, D)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = grad.sum(dim=0).mul_(g).to(weight.dtype)  # (V,)
+        return dx, dw, db, None
+
+
+def linear_cross_entropy(x: Tensor, linear: nn.Linear, targets: Tensor) -> Tensor:
+    """Summed cross-entropy of ``linear(x)`` against ``targets``: x (N, D), targets (N,) -> scalar.
+
+    Equals ``F.cross_entropy(linear(x), targets, reduction="sum")`` (float rounding aside) at less
+    memory traffic; see :class:`_LinearCrossEntropy`.
+    """
+    return _LinearCrossEntropy.apply(x, linear.weight, linear.bias, targets)
+
+
+def packed_nll(features: Tensor, linear: nn.Linear, captions: Tensor, pad_id: int) -> Tensor:
+    """The mean per-word NLL of ``captions[:, 1:]`` from the output layer's input, on real words only.
+
+    features (B, T-1, D): what ``linear`` maps to the logits of each position (as ``forward``
+    would, dropout applied); captions (B, T). Equals ``sequence_nll(linear(features), captions,
+    pad_id)``, but neither the output layer nor the loss runs on padded positions.
+    """
+    targets = captions[:, 1:]  # (B, T-1)
+    real = targets != pad_id  # (B, T-1)
+    return linear_cross_entropy(features[real], linear, targets[real]) / real.sum()  # (N, D), (N,) -> scalar
 
 
 # ---------------------------------------------------------------------------- registry

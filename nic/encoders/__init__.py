@@ -11,13 +11,16 @@ Every encoder maps a batch of images to pooled and spatial ("grid") features::
                             with ``grid_below_top`` = k, from the map entering the top k
                             stages instead (B, P, C) (see :class:`Encoder`)
 
-Two modules:
+The modules:
 
 * :mod:`nic.encoders.base`: the :class:`Encoder` module itself (preprocessing, pooling,
   fine-tuning stages, the trunk/head split and :class:`TrunkView`), for any backbone
   described by an :class:`EncoderSpec`;
 * :mod:`nic.encoders.zoo`: the registry (:data:`ENCODERS`, :func:`build_encoder`): which
-  networks, their specs, and where their weights come from (never the network).
+  networks, their specs, and where their weights come from (never the network);
+  :func:`load_pretrained` gives a network built on the meta device its weights;
+* :mod:`nic.encoders.efficientnet_lite`: EfficientNet-Lite0/1/2, timm's architecture
+  (same state-dict keys, outputs and initialisation) without importing timm.
 """
 
 from nic.encoders.base import (
@@ -29,7 +32,7 @@ from nic.encoders.base import (
     TrunkView,
     unflatten_trunk,
 )
-from nic.encoders.zoo import ENCODERS, build_encoder, torchvision_weight_file
+from nic.encoders.zoo import ENCODERS, build_encoder, load_pretrained, torchvision_weight_file
 
 __all__ = [
     "ENCODERS",
@@ -40,6 +43,7 @@ __all__ = [
     "FeatureBackbone",
     "TrunkView",
     "build_encoder",
+    "load_pretrained",
     "torchvision_weight_file",
     "unflatten_trunk",
 ]

