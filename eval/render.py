@@ -48,6 +48,8 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, str]]:
         if any(key in r.get("scores", {}) for r in rows):
             cols.append((key, key))
     cols += [("distinct", "distinct")]
+    if any("bad_endings" in r for r in rows):
+        cols.append(("bad_endings", "bad end"))
     if any(r.get("novelty") is not None for r in rows):
         cols.append(("novelty", "novel"))
     cols += [("vocab_used", "vocab"), ("mean_length", "length")]
@@ -66,6 +68,7 @@ def _cells(report: dict[str, Any]) -> list[dict[str, str]]:
         scores = {**{k: v for k, v in r["bleu"].items() if k.startswith("BLEU-")}, **r.get("scores", {})}
         cells = {"name": name, "vocab_used": str(r["vocab_used"]), "mean_length": f"{r['mean_length']:.1f}",
                  "distinct": f"{r['distinct']:.1%}",
+                 "bad_endings": "-" if r.get("bad_endings") is None else f"{r['bad_endings']:.1%}",
                  "novelty": "-" if r.get("novelty") is None else f"{r['novelty']:.1%}"}
         cells.update({k: f"{v:.3f}" for k, v in scores.items()})
         s = r.get("shapes") or {}

@@ -21,6 +21,7 @@ from typing import Any
 from eval.metrics import TOKENIZERS, MetricScores, compute_metrics, tokenize_captions
 from eval.results import Matching, id_type_hint, match, read_references
 from eval.shapes_metrics import score_corpus as shapes_corpus
+from nic.scst import bad_ending
 from nic.vocab import tokenize as vocab_tokenize
 
 __all__ = ["Corpus", "ReportError", "Row", "StoreImages", "check_matching", "checkpoint_corpus", "corpus_objects",
@@ -78,11 +79,13 @@ class StoreImages:
 
 
 def diversity(captions: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
-    """Distinct-caption share, vocabulary used, and mean length against the references'."""
+    """Distinct-caption share, vocabulary used, mean length against the references', and the share of
+    captions that end in a word no sentence ends in ("a man in a": :data:`nic.scst.BAD_ENDINGS`)."""
     n = max(len(captions), 1)
     ref_lengths = [len(r) for refs in references for r in refs]
     return {
         "distinct": len({" ".join(c) for c in captions}) / n,
+        "bad_endings": sum(bad_ending(c) for c in captions) / n,
         "vocab_used": len({w for c in captions for w in c}),
         "mean_length": sum(len(c) for c in captions) / n,
         "ref_mean_length": sum(ref_lengths) / max(len(ref_lengths), 1),

@@ -40,7 +40,9 @@ from nic.typed import (
 
 # The values of the choice settings (nic.schedules and nic.training act on them; nic.features owns the dtypes).
 LR_SCHEDULES = ("constant", "step", "cosine")
-BEST_EPOCH = ("bleu", "last")
+BEST_EPOCH = ("bleu", "cider", "last")
+OBJECTIVES = ("xe", "scst")
+SCST_BASELINES = ("mean", "greedy")
 FEATURE_DTYPES = ("float16", "float32")
 FRACTION = between(0.0, 1.0, high_open=True)
 
@@ -248,9 +250,16 @@ class TrainConfig:
     # Stop when validation BLEU-4 has not improved for this many epochs (0 disables).
     patience: int = 0
     # Which epoch best.pt (and the final test report) keeps: "bleu", the highest validation
-    # BLEU-4 at val_beam; or "last", the latest epoch (when BLEU misses what training still
-    # improves, e.g. shapes relations, which few reference captions state).
+    # BLEU-4 at val_beam; "cider", the highest validation CIDEr-D; or "last", the latest epoch
+    # (when BLEU misses what training still improves, e.g. shapes relations, which few
+    # reference captions state).
     best: str = "bleu"
+    # What each step minimises: "xe", the per-word negative log-likelihood of the references;
+    # "scst", self-critical sequence training on sampled captions (the scst section).
+    objective: str = "xe"
+    # Start from this checkpoint's weights (decoder, and encoder when it holds one), e.g. an
+    # SCST run from the best cross-entropy model; its vocabulary must be the stores'. None: fresh.
+    init_from: str | None = None
     # Learning-rate schedule: "constant", "step" (x lr_gamma every lr_step_epochs epochs,
     # as the tutorial peers do) or "cosine" (per step, to 0 at the last epoch); all after
     # a linear warm-up of warmup_steps optimizer steps.
@@ -292,12 +301,39 @@ class TrainConfig:
         "epochs": at_least(1), "batch_size": at_least(1), "lr": greater_than(0.0), "weight_decay": at_least(0.0),
         "grad_clip": at_least(0.0, note="0: no clipping"), "val_beam": at_least(1),
         "patience": at_least(0, note="0: no early stopping"), "best": one_of(*BEST_EPOCH),
+        "objective": one_of(*OBJECTIVES),
         "lr_schedule": one_of(*LR_SCHEDULES), "lr_step_epochs": at_least(1), "lr_gamma": greater_than(0.0),
         "warmup_steps": at_least(0), "ss_max_prob": between(0.0, 1.0), "ss_start_epoch": at_least(0),
         "ss_ramp_epochs": at_least(0), "save_every": at_least(0, note="0: at the end of each epoch only"),
         "max_steps": at_least(0, note="0: no limit"), "log_every": at_least(0, note="0: never"),
         "val_images": at_least(0, note="0: the whole split"), "seed": between(0, 2**32 - 1),
     }
+
+
+@dataclass
+class ScstConfig:
+    """Self-critical sequence training (train.objective: scst; :mod:`nic.scst`)."""
+
+    # Captions sampled per image and step; train.batch_size counts images under SCST.
+    samples: int = 5
+    # Each sample's baseline: "mean", the mean reward of the image's other samples (Luo 2020);
+    # "greedy", the reward of the image's greedy caption (Rennie et al. 2017).
+    baseline: str = "mean"
+    # Reward = cider_weight * CIDEr-D + bleu_weight * BLEU-4, both against the image's references.
+    cider_weight: float = 1.0
+    bleu_weight: float = 0.0
+    # Sampling temperature (1: the model's own distribution).
+    temperature: float = 1.0
+
+    RANGES = {"samples": at_least(1), "baseline": one_of(*SCST_BASELINES), "cider_weight": at_least(0.0),
+              "bleu_weight": at_least(0.0), "temperature": greater_than(0.0)}
+
+    def field_problems(self) -> list[tuple[str, str]]:
+        if self.cider_weight == 0 and self.bleu_weight == 0:
+            return [("cider_weight", "cider_weight and bleu_weight are both 0: every caption would get reward 0")]
+        if self.baseline == "mean" and self.samples < 2:
+            return [("samples", "the mean-of-others baseline needs at least 2 samples (or baseline: greedy)")]
+        return []
 
 
 @dataclass
@@ -323,6 +359,7 @@ class Config:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scst: ScstConfig = field(default_factory=ScstConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -56,6 +56,21 @@ def all_reduce_sums(values: list[float], info: DistInfo, device: torch.device) -
     return t.tolist()
 
 
+def average_gradients(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average every parameter gradient over the processes (what DistributedDataParallel does in
+    backward), for steps whose forward does not go through a DDP wrapper; one collective call."""
+    if not info.enabled:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
+
+
 def broadcast_object(obj: object, info: DistInfo) -> object:
     if not info.enabled:
         return obj

@@ -143,7 +143,8 @@ def read_resume(resume: str | Path | None, cfg: Config) -> ResumePoint | None:
     return ResumePoint(path, ckpt)
 
 
-def check_resume_vocab(point: ResumePoint, vocab: Vocabulary, vocab_file: str | Path) -> None:
+def check_resume_vocab(point: ResumePoint, vocab: Vocabulary, vocab_file: str | Path, *,
+                       action: str = "resume") -> None:
     """:class:`ResumeMismatch` unless the checkpoint's word list is ``vocab``'s (the stores'), id by id."""
     saved = Vocabulary.from_dict(point.checkpoint["vocab"], source=f"{point.path} (vocab)")
     if saved.itos == vocab.itos:
@@ -155,8 +156,25 @@ def check_resume_vocab(point: ResumePoint, vocab: Vocabulary, vocab_file: str | 
     sizes = (f"both {len(vocab)} words" if len(saved) == len(vocab)
              else f"{len(saved)} words in the checkpoint, {len(vocab)} now")
     raise ResumeMismatch(
-        f"{point.path}: cannot resume: its vocabulary is not the one the stores were built with ({vocab_file}; "
+        f"{point.path}: cannot {action}: its vocabulary is not the one the stores were built with ({vocab_file}; "
         f"{sizes}): {len(differing)} of {n} ids name another word ({shown}{'; ...' if len(differing) > 3 else ''}), "
         "so training on would make their embedding rows stand for other words. The captions (or the settings the "
         f"stores are built with) changed since: rebuild the stores from the captions the checkpoint was trained on, "
-        f"{_NEW_RUN}")
+        f"{_NEW_RUN if action == 'resume' else 'or start from a checkpoint trained on these stores'}")
+
+
+def read_init(path: str | Path, vocab: Vocabulary, vocab_file: str | Path) -> ResumePoint:
+    """The checkpoint ``train.init_from`` names (a run directory means its ``best.pt``), checked to hold one
+    model over the stores' vocabulary."""
+    path = Path(path)
+    path = path / "best.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from={str(path)!r}: no such checkpoint; give a run's best.pt "
+                                "(or its directory) or an exported model file")
+    point = ResumePoint(path, load_checkpoint(path))
+    if "members" in point.checkpoint or "decoder" not in point.checkpoint:
+        raise ValueError(f"{path}: train.init_from needs one model's checkpoint (with 'decoder' weights), "
+                         "not an ensemble")
+    check_resume_vocab(point, vocab, vocab_file, action="start from it")
+    return point
+

@@ -40,14 +40,16 @@ class RunLog:
                 return  # optional: metrics.jsonl is always written
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
-    def step(self, *, step: int, epoch: int, loss: float, lr: float) -> None:
-        """Append the global (all-process) training loss of a step to steps.jsonl."""
+    def step(self, *, step: int, epoch: int, loss: float, lr: float, **extra: float) -> None:
+        """Append the global (all-process) training loss of a step (and ``extra`` figures, e.g. SCST's
+        mean reward) to steps.jsonl."""
         if not self.enabled:
             return
         with open(self.run_dir / "steps.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr}) + "\n")
+            f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr, **extra}) + "\n")
         if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, step)
+            for name, value in {"loss": loss, **extra}.items():
+                self.writer.add_scalar(f"train/{name}", value, step)
 
     def epoch(self, record: dict[str, Any]) -> None:
         if not self.enabled:

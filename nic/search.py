@@ -248,16 +248,21 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    uniforms: Tensor | None = None,
 ) -> list[Hypothesis]:
     """Ancestral sampling from ``softmax(log_probs / temperature)``, optionally restricted to the top-k tokens.
 
     ``logprob``/``score`` are the *model's* log-probs of the sampled tokens (not the tempered
-    ones). Pass a seeded ``torch.Generator`` (on the features' device) for reproducibility.
+    ones). Pass a seeded ``torch.Generator`` (on the features' device) for reproducibility, or
+    ``uniforms`` (B, max_len + 1) in [0, 1): step t of row b then takes the token at which the
+    cumulative distribution first exceeds ``uniforms[b, t]`` (inverse-CDF sampling), so each
+    row's caption depends on its own numbers only, not on the rest of the batch.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
+    steps = iter(uniforms.unbind(1)) if uniforms is not None else None  # max_len + 1 x (B,)
 
     def choose(log_probs: Tensor) -> Tensor:
         logits = log_probs / temperature  # (B, V)
@@ -268,7 +273,11 @@ def sample(
         has_any = torch.isfinite(logits).any(dim=1, keepdim=True)  # (B, 1)
         logits = torch.where(has_any, logits, torch.zeros_like(logits))  # (B, V)
         probs = F.softmax(logits, dim=1)  # (B, V)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B, 1) -> (B,)
+        if steps is None:
+            return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B, 1) -> (B,)
+        cdf = probs.cumsum(dim=1)  # (B, V)
+        u = next(steps).to(cdf).unsqueeze(1) * cdf[:, -1:]  # (B, 1), below the total mass
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)  # (B,)
 
     return _single_path(decoder, pooled, grid, choose, start_id=start_id, end_id=end_id, pad_id=pad_id,
                         max_len=max_len)

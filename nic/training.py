@@ -9,12 +9,17 @@ A run directory ``<train.out_dir>/<train.name>/`` holds::
     config.yaml      the resolved configuration
     vocab.json       the vocabulary
     env.json         versions of python/torch/timm/..., the git commit, the launch command
-    metrics.jsonl    one JSON line per epoch (losses, validation BLEU-1..4, lr, time)
+    metrics.jsonl    one JSON line per epoch (losses, validation BLEU-1..4 and CIDEr-D, lr, time; SCST:
+                     mean reward, baseline, sample entropy, truncated and bad-ending shares)
     last.pt          written every epoch (and every train.save_every steps): resume point
-    best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam (or, with
-                     train.best: last, the latest epoch)
+    best.pt          the epoch with the highest validation BLEU-4 at beam train.val_beam (train.best:
+                     cider, CIDEr-D; last, the latest epoch)
     tb/              TensorBoard events, when tensorboard is installed
     train.lock       locked by the job writing the directory, one at a time (:mod:`nic.rundir`)
+
+Objectives: ``train.objective: xe`` minimises the references' per-word NLL; ``scst``
+(:mod:`nic.scst`, usually with ``train.init_from`` a cross-entropy run's ``best.pt``)
+follows the CIDEr-D of sampled captions. Both go through the one loop below.
 
 Exact resume: ``last.pt`` holds the weights, optimizer, LR scheduler, AMP scaler, epoch,
 step, position inside the epoch, best score, early-stopping counter and every RNG state;
@@ -30,11 +35,10 @@ validates, logs and writes files.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +48,29 @@ from tqdm import tqdm
 
 from nic.captioner import Captioner
 from nic.checkpoint import load_weights, save_checkpoint
+from nic.cider import corpus_cider_d
 from nic.config import Config
-from nic.data import CaptionDataset, ImageCaptionsDataset, make_loader
-from nic.decoders import StepDecoderBase
+from nic.data import make_loader
 from nic.decoding import DecodeSettings, check_search_memory
-from nic.distributed import DistInfo, EpochSampler, all_reduce_sums, barrier, broadcast_object, init_distributed
-from nic.encoders import Encoder
+from nic.distributed import (
+    DistInfo,
+    EpochSampler,
+    all_reduce_sums,
+    average_gradients,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
 from nic.evaluation import decode_split
 from nic.features import FeatureReader
 from nic.model import CaptionModel, build_model, split_feature_reader, trunk_split
-from nic.rundir import ResumePoint, check_resume_vocab, lock_run_dir, read_resume, write_run_files
+from nic.run import Run, TrainState
+from nic.rundir import ResumePoint, check_resume_vocab, lock_run_dir, read_init, read_resume, write_run_files
 from nic.runlog import RunLog
 from nic.runtime import resolve_device, rng_state, set_rng_state, set_seed
 from nic.schedules import build_scheduler, ss_probability
+from nic.scst import ScstObjective
+from nic.scst import describe as describe_scst
 from nic.store import SPLITS as STORE_SPLITS
 from nic.store import StoreReader, store_path
 from nic.vocab import Vocabulary
@@ -64,73 +78,7 @@ from nic.vocab import Vocabulary
 PrepareData = Callable[..., Any]  # (DataConfig, *, progress: bool) -> store folder; see setup()
 
 SPLITS = ("train", "val")  # the splits training reads
-
-
-@dataclass
-class TrainState:
-    """Everything about a run's progress that is not a tensor."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps so far
-    batch_in_epoch: int = 0  # batches of the current epoch already trained (for mid-epoch resume)
-    epoch_nll: float = 0.0  # summed per-word NLL of the current epoch so far (all processes)
-    epoch_words: float = 0.0  # words it was summed over
-    best_score: float = -1.0
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    finetuning: bool = False
-
-
-@dataclass
-class Run:
-    """One training job's objects (built by :func:`setup`)."""
-
-    cfg: Config
-    dist: DistInfo
-    device: torch.device
-    run_dir: Path
-    vocab: Vocabulary
-    model: CaptionModel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    stores: dict[str, StoreReader]
-    features: dict[str, FeatureReader | None]  # what batches read now (None: images)
-    sampler: EpochSampler
-    per_rank_batch: int  # items (captions, or images with all their captions) per process and step
-    state: TrainState = field(default_factory=TrainState)
-    ddp: nn.Module | None = None
-    log: RunLog = field(default_factory=lambda: RunLog(Path("."), enabled=False))
-    # the trunk caches fine-tuning switches to (encoder.cache_trunk); None: no trunk split
-    trunk_features: dict[str, FeatureReader | None] | None = None
-
-    @property
-    def encoder(self) -> Encoder:
-        return self.model.encoder
-
-    @property
-    def trunk_top(self) -> int:
-        """> 0: the feature caches hold the trunk below the encoder's top ``trunk_top`` stages."""
-        return self.model.trunk_top
-
-    def dataset(self, split: str) -> CaptionDataset | ImageCaptionsDataset:
-        """What training (and the validation loss) iterate: per caption, or per image (train.group_captions)."""
-        kind = ImageCaptionsDataset if self.cfg.train.group_captions else CaptionDataset
-        return kind(self.stores[split], self.features[split])
-
-    @property
-    def decoder(self) -> StepDecoderBase:
-        return self.model.decoder
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        if self.device.type != "cuda" or not self.cfg.train.amp:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = self.amp_dtype
-        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+BEST_KEY = {"bleu": "val_BLEU-4", "cider": "val_CIDEr-D"}  # train.best -> the validation score it keeps
 
 
 # ------------------------------------------------------------------- set-up
@@ -151,8 +99,9 @@ def prepare_features(cfg: Config, model: CaptionModel, store_dir: Path, device: 
 
 def check_early(cfg: Config) -> None:
     """Settings that would otherwise fail late: checked before any data or feature work."""
-    if cfg.train.best not in ("bleu", "last"):
-        raise ValueError(f"train.best={cfg.train.best!r}; valid: bleu (highest validation BLEU-4), last (latest epoch)")
+    if cfg.train.best not in (*BEST_KEY, "last"):
+        raise ValueError(f"train.best={cfg.train.best!r}; valid: bleu (highest validation BLEU-4), cider (highest "
+                         "validation CIDEr-D), last (latest epoch)")
     DecodeSettings.from_eval(cfg.eval).replace(beam_size=cfg.train.val_beam)
 
 
@@ -188,6 +137,8 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
         check_search_memory(images, beam, len(vocab), device, max_len=cfg.eval.max_len)  # before any training
     model = build_model(cfg, len(vocab), pad_id=vocab.pad_id)
     model.trunk_top = trunk_split(cfg, model.encoder)
+    if cfg.train.init_from:
+        init_weights(model, read_init(cfg.train.init_from, vocab, store_dir / "vocab.json"), len(vocab))
     model.to(device)
     model.encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
@@ -201,15 +152,12 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
                                           progress=progress)
     stores = {s: StoreReader(store_path(store_dir, s)) for s in SPLITS}
     train_store = stores["train"]
-    if cfg.train.group_captions:  # whole images per batch: about train.batch_size captions
-        per_caption = train_store.num_captions / max(train_store.num_images, 1)
-        n_items, global_batch = train_store.num_images, max(1, round(cfg.train.batch_size / per_caption))
-    else:
-        n_items, global_batch = train_store.num_captions, cfg.train.batch_size
+    n_items, global_batch = items_per_step(cfg, train_store)
     per_rank = max(1, global_batch // dist_info.world_size)
     sampler = EpochSampler(n_items, seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,  # fused: one pass
+                                 fused=device.type in ("cpu", "cuda"))  # over the memory, same update (rounding aside)
     steps_per_epoch = math.ceil(len(sampler) / per_rank)
     run = Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, vocab=vocab, model=model,
               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
@@ -217,12 +165,32 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
               sampler=sampler, per_rank_batch=per_rank, trunk_features=trunk_features,
               log=RunLog(run_dir, enabled=dist_info.is_main))
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
+    if cfg.train.objective == "scst":
+        run.scst = ScstObjective(train_store.references(), vocab, cfg.scst, max_len=cfg.eval.max_len,
+                                 seed=cfg.train.seed)
     wrap_ddp(run)
     return run
 
 
+def items_per_step(cfg: Config, train_store: StoreReader) -> tuple[int, int]:
+    """(items an epoch iterates, items per global batch): captions, or images (SCST, train.group_captions)."""
+    if cfg.train.objective == "scst":  # images per batch; each samples its own captions
+        return train_store.num_images, cfg.train.batch_size
+    if cfg.train.group_captions:  # whole images per batch: about train.batch_size captions
+        per_caption = train_store.num_captions / max(train_store.num_images, 1)
+        return train_store.num_images, max(1, round(cfg.train.batch_size / per_caption))
+    return train_store.num_captions, cfg.train.batch_size
+
+
+def init_weights(model: CaptionModel, point: ResumePoint, vocab_size: int) -> None:
+    """train.init_from: the decoder's (and a fine-tuned encoder's) weights; nothing else of that run."""
+    load_weights(model.decoder, point.checkpoint["decoder"], source=point.path, part="decoder", vocab_size=vocab_size)
+    if point.checkpoint.get("encoder") is not None:
+        load_weights(model.encoder, point.checkpoint["encoder"], source=point.path, part="encoder")
+
+
 def wrap_ddp(run: Run) -> None:
-    if run.dist.enabled:
+    if run.dist.enabled and run.scst is None:  # SCST averages its gradients itself (average_gradients)
         ids = [run.device.index] if run.device.type == "cuda" else None
         run.ddp = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
 
@@ -269,17 +237,17 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
     ss_prob = ss_probability(cfg, state.epoch)
     if state.batch_in_epoch == 0:
         state.epoch_nll = state.epoch_words = 0.0
+        state.epoch_sums = {}
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
                disable=not (progress and run.dist.is_main), leave=False, initial=state.batch_in_epoch,
                total=state.batch_in_epoch + len(loader))
     for batch in bar:
-        n_local = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
-        with run.autocast():
-            loss, parts = module(batch, ss_prob)
-        # one all-reduce per step: words, summed NLL and the loss of every process, so that a
+        loss, n_local, sums = batch_loss(run, module, batch, ss_prob)
+        # one all-reduce per step: words, the logged sums and the loss of every process, so that a
         # non-finite loss anywhere stops every process at the same step
-        n_global, nll_global, loss_sum = all_reduce_sums([n_local, parts["nll"] * n_local, float(loss.detach())],
-                                                         run.dist, run.device)
+        n_global, *sums_global, loss_sum = all_reduce_sums([n_local, *sums.values(), float(loss.detach())],
+                                                           run.dist, run.device)
+        nll_global = sums_global[0]
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"non-finite loss ({float(loss.detach())}) at step {state.step}, epoch {state.epoch + 1}; "
@@ -289,6 +257,8 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         scaled = loss * (n_local * run.dist.world_size / max(n_global, 1))
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(scaled).backward()
+        if run.scst is not None:
+            average_gradients(run.model, run.dist)
         if cfg.train.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
             for group in run.optimizer.param_groups:  # per group: a fine-tuned CNN's large gradients
@@ -300,9 +270,12 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         state.batch_in_epoch += 1
         state.epoch_nll += nll_global
         state.epoch_words += n_global
+        for key, value in zip(sums, sums_global, strict=True):
+            state.epoch_sums[key] = state.epoch_sums.get(key, 0.0) + value
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
+            extra = describe_scst(dict(zip(sums, sums_global, strict=True)), n_global) if run.scst else {}
             run.log.step(step=state.step, epoch=state.epoch, loss=nll_global / max(n_global, 1),
-                         lr=run.optimizer.param_groups[0]["lr"])
+                         lr=run.optimizer.param_groups[0]["lr"], **extra)
         bar.set_postfix(loss=f"{state.epoch_nll / max(state.epoch_words, 1):.3f}",
                         lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
         if cfg.train.save_every and state.step % cfg.train.save_every == 0:
@@ -310,6 +283,22 @@ def train_one_epoch(run: Run, *, progress: bool = True) -> float:
         if cfg.train.max_steps and state.step >= cfg.train.max_steps:
             break
     return state.epoch_nll / max(state.epoch_words, 1)
+
+
+def batch_loss(run: Run, module: nn.Module, batch: dict[str, torch.Tensor], ss_prob: float
+               ) -> tuple[torch.Tensor, int, dict[str, float]]:
+    """(loss: mean over this process's words, their number, sums to log: the first is the loss summed over them).
+
+    Cross-entropy: the references' words; SCST: the sampled captions' words (:mod:`nic.scst`).
+    """
+    if run.scst is not None:
+        pooled, grid = run.model.features(batch, run.device)
+        loss, n_words, stats = run.scst(run.decoder, pooled, grid, batch["index"].tolist(), run.state.epoch)
+        return loss, n_words, {"loss": float(loss.detach()) * n_words, **stats}
+    n_local = int((batch["captions"][:, 1:] != run.vocab.pad_id).sum())
+    with run.autocast():
+        loss, parts = module(batch, ss_prob)
+    return loss, n_local, {"nll": parts["nll"] * n_local}
 
 
 @torch.inference_mode()
@@ -334,8 +323,9 @@ def validate(run: Run) -> dict[str, Any]:
                            batch_size=cfg.eval.batch_size)
     val_loss = validation_loss(run)
     bleu = decoded.bleu().as_dict()
+    cider, _ = corpus_cider_d(decoded.best, decoded.references)  # frequencies from these images' references
     return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
-            **{f"val_{k}": v for k, v in bleu.items()}, "example": " ".join(decoded.best[0])}
+            **{f"val_{k}": v for k, v in bleu.items()}, "val_CIDEr-D": cider, "example": " ".join(decoded.best[0])}
 
 
 # ------------------------------------------------------------- checkpoints
@@ -424,22 +414,27 @@ def fit(run: Run, *, progress: bool = True) -> None:
         state.batch_in_epoch = 0
         stop = False
         if run.dist.is_main:
-            record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, **validate(run),
+            scst = {f"scst_{k}": v for k, v in describe_scst(state.epoch_sums, state.epoch_words).items()}
+            record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss,
+                      **(scst if run.scst is not None else {}), **validate(run),
                       "lr": run.optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0}
-            improved = record["val_BLEU-4"] > state.best_score
+            score = record[BEST_KEY.get(cfg.train.best, "val_BLEU-4")]
+            improved = score > state.best_score
             if improved:
-                state.best_score, state.best_epoch, state.bad_epochs = record["val_BLEU-4"], state.epoch, 0
+                state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
             else:
                 state.bad_epochs += 1
             run.log.epoch(record)
             save(run, best=improved or cfg.train.best == "last")
             if progress:
-                print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  val {record['val_loss']:.3f}  "
-                      f"BLEU-4@{cfg.train.val_beam} {record['val_BLEU-4']:.4f}{' *' if improved else '  '}  "
+                reward = f"reward {record['scst_reward']:.3f}  " if run.scst is not None else ""
+                print(f"epoch {state.epoch:3d}  train {train_loss:.3f}  {reward}val {record['val_loss']:.3f}  "
+                      f"BLEU-4@{cfg.train.val_beam} {record['val_BLEU-4']:.4f}  CIDEr-D {record['val_CIDEr-D']:.3f}"
+                      f"{' *' if improved else '  '}  "
                       f"{record['epoch_time_s']:.0f}s  \"{record['example']}\"")
             stop = bool(cfg.train.patience and state.bad_epochs >= cfg.train.patience)
             if stop and progress:
-                print(f"early stop: no validation BLEU-4 improvement for {state.bad_epochs} epochs "
+                print(f"early stop: no validation {cfg.train.best} improvement for {state.bad_epochs} epochs "
                       f"(best {state.best_score:.4f} at epoch {state.best_epoch})")
         state.best_score, state.best_epoch, state.bad_epochs, stop = broadcast_object(
             (state.best_score, state.best_epoch, state.bad_epochs, stop), run.dist)

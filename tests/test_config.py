@@ -35,7 +35,7 @@ def test_yaml_roundtrip(tmp_path):
         ({"train": {"batch_size": 0}}, r"^config: train.batch_size=0: must be 1 or more$"),
         ({"eval": {"beam_sizes": [20, 0]}}, r"eval.beam_sizes=\[20, 0\]: element 1 \(0\) must be 1 or more"),
         ({"train": {"lr": float("nan")}}, r"train.lr=nan: must be a finite number \(greater than 0\)"),
-        ({"train": {"best": "val"}}, "train.best='val': invalid choice; valid: bleu, last"),
+        ({"train": {"best": "val"}}, "train.best='val': invalid choice; valid: bleu, cider, last"),
     ],
 )
 def test_bad_configs_name_the_key(data, message):

@@ -90,7 +90,7 @@ def test_every_numeric_and_choice_field_declares_its_legal_values():
     """The rule is mechanical: a new int/float field without a range fails here, not in a user's run."""
     sections = [typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)]
     assert [c.__name__ for c in sections] == ["DataConfig", "EncoderConfig", "DecoderConfig", "TrainConfig",
-                                              "EvalConfig"]
+                                              "EvalConfig", "ScstConfig"]
     for cls in sections:
         hints, ranges, defaults = typing.get_type_hints(cls), declared_ranges(cls), cls()
         for f in dataclasses.fields(cls):
