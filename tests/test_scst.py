@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,13 +13,12 @@ from torch import nn
 
 from nic.checkpoint import load_checkpoint
 from nic.cider import CiderD, corpus_cider_d
-from nic.config import ConfigError, load_config, save_config
+from nic.config import ConfigError, load_config
 from nic.decoders.base import StepDecoderBase
 from nic.rundir import ResumeMismatch
 from nic.scst import ScstObjective, bad_ending, image_uniforms
 from nic.vocab import Vocabulary
-from tests.conftest import ROOT
-from tests.test_training import read_jsonl, tiny_config, train
+from tests.test_training import needs_torchrun, read_jsonl, tiny_config, torchrun_train, train
 
 REFS = [
     [["a", "dog", "runs", "on", "the", "grass"], ["a", "brown", "dog", "running"], ["dog", "on", "grass"]],
@@ -197,20 +192,12 @@ def test_scst_settings_are_checked_before_any_work(xe_run, tmp_path):
         train(scst_config(root, "other", tmp_path / "other.pt"), progress=False)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+@needs_torchrun
 def test_scst_under_torchrun_matches_one_process(xe_run, tmp_path):
     root, xe = xe_run
     overrides = ["--train.batch_size=4", "--train.epochs=1"]  # 2 steps of 4 images; 2 per process
     single = train(scst_config(root, "scst_single", xe / "best.pt", *overrides), progress=False)
-    cfg_path = tmp_path / "ddp.yaml"
-    save_config(scst_config(root, "scst_ddp", xe / "best.pt", *overrides), cfg_path)
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
-                           "--config", str(cfg_path), "--no-test", "--quiet"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_train(scst_config(root, "scst_ddp", xe / "best.pt", *overrides), tmp_path / "ddp.yaml")
     a, b = read_jsonl(single / "steps.jsonl"), read_jsonl(root / "runs" / "scst_ddp" / "steps.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
     for x, y in zip(a, b):

@@ -138,20 +138,26 @@ def test_scheduled_sampling_ramp_and_training(data_root):
     assert len(losses) == 2 and all(0 < x < 10 for x in losses)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+needs_torchrun = pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun not installed")
+
+
+def torchrun_train(cfg, cfg_path: Path) -> None:
+    """Run train.py on ``cfg`` under torchrun with 2 gloo processes (no test report)."""
+    save_config(cfg, cfg_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
+                           "--config", str(cfg_path), "--no-test", "--quiet"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@needs_torchrun
 def test_torchrun_two_processes_match_single_process(data_root, tmp_path):
     # dropout 0 so the two runs see the same randomness; the global batch (8) is the same
     overrides = ["--decoder.dropout=0", "--train.batch_size=8", "--train.epochs=2"]
     single = train(tiny_config(data_root, "single", *overrides), progress=False)
-    cfg_path = tmp_path / "ddp.yaml"
-    save_config(tiny_config(data_root, "ddp", *overrides), cfg_path)
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
-                           "--config", str(cfg_path), "--no-test", "--quiet"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_train(tiny_config(data_root, "ddp", *overrides), tmp_path / "ddp.yaml")
     ddp = data_root / "runs" / "ddp"
     a, b = read_jsonl(single / "steps.jsonl"), read_jsonl(ddp / "steps.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 4
