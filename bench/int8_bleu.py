@@ -5,7 +5,8 @@
 
 Each model decodes the split with :func:`eval.bleu_report.evaluate_checkpoint` (the feature
 cache, the checkpoint's length penalty, the COCO tokenizer), once as it is and once after
-:meth:`nic.captioner.Captioner.quantize_int8`; the only difference is that call. Prints
+:meth:`nic.captioner.Captioner.quantize_int8` (``evaluate_checkpoint(..., int8=True)``, the report's
+``--int8``); the only difference is that call. Prints
 BLEU-1..4 of both, the BLEU-4 difference beside the 0.2-point limit that decides whether the
 option is worth keeping, the share of images whose caption changed and the decoding time.
 """
@@ -15,41 +16,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/int8_bleu.py`
 
 from bench.machine import describe  # noqa: E402
-from eval import bleu_report, decode  # noqa: E402
-from nic.captioner import Captioner  # noqa: E402
+from eval import bleu_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_POINTS = 0.2  # int8 stays an option only if BLEU-4 moves by less than this (x100)
 
 
-class Int8Captioner(Captioner):
-    @classmethod
-    def from_checkpoints(cls, *args, **kwargs) -> Captioner:
-        return Captioner.from_checkpoints(*args, **kwargs).quantize_int8()
-
-
-@contextmanager
-def int8_models(on: bool):
-    """The report's models (``eval.decode`` builds them with ``Captioner.from_checkpoints``) quantized when ``on``."""
-    decode.Captioner = Int8Captioner if on else Captioner
-    try:
-        yield
-    finally:
-        decode.Captioner = Captioner
-
-
 def run(args: argparse.Namespace, int8: bool) -> tuple[dict, float]:
     start = time.perf_counter()
-    with int8_models(int8):
-        report = bleu_report.evaluate_checkpoint(args.checkpoint, split=args.split, beam_sizes=[args.beam],
-                                                 limit=args.limit, store_dir=args.store_dir, progress=False,
-                                                 metrics=["bleu"])
+    report = bleu_report.evaluate_checkpoint(args.checkpoint, split=args.split, beam_sizes=[args.beam],
+                                             limit=args.limit, store_dir=args.store_dir, progress=False,
+                                             metrics=["bleu"], int8=int8)
     return report["results"][-1], time.perf_counter() - start
 
 

@@ -90,7 +90,8 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split:
                         tokenizer: str = "coco", metrics: Sequence[str] | None = None,
                         references: str | Path | None = None, results_out: str | Path | None = None,
                         html: str | Path | None = None, html_samples: int = DEFAULT_HTML_SAMPLES,
-                        html_attention: int = DEFAULT_HTML_ATTENTION, strict: bool = False) -> dict[str, Any]:
+                        html_attention: int = DEFAULT_HTML_ATTENTION, strict: bool = False,
+                        int8: bool = False) -> dict[str, Any]:
     """Decode ``split`` with ``checkpoint`` at each beam size and score it (see the module docstring).
 
     Args:
@@ -107,13 +108,14 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split:
         html: write the HTML report here; ``html_samples`` images, attention maps for the first
             ``html_attention`` of each section when the decoder has attention.
         strict: fail when some images have no references (or references name images not decoded).
+        int8: decode with the decoder quantized to int8 (``caption.py --int8``); recorded in the report.
     """
     from eval import decode  # heavy (torch and the model code, seconds to import): results mode never needs it
 
     ran, skipped = select_metrics(metrics)
     decoded = decode.decode_checkpoint(checkpoint, split=split, beam_sizes=beam_sizes, limit=limit,
                                        length_penalty=length_penalty, max_len=max_len, store_dir=store_dir,
-                                       device=device, progress=progress)
+                                       device=device, progress=progress, int8=int8)
     written = decode.write_rows(results_out, decoded) if results_out is not None else []
     start = time.perf_counter()
     corpus, matching, ref_info = checkpoint_corpus(decoded.images(), split=split, references=references,
@@ -123,7 +125,7 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split:
     report: dict[str, Any] = {"mode": "checkpoint", "checkpoint": names[0] if len(names) == 1 else names,
                               "split": split,
                               "store": str(decoded.store.path), "decoded": decoded.num_images,
-                              "results_out": written}
+                              "results_out": written, "int8": int8}
     report.update(report_header(tokenizer=tokenizer, ran=ran, skipped=skipped, corpus=corpus, references=ref_info,
                                 matching=matching))
     scored = score_corpus(corpus, decoded.rows, tokenizer=tokenizer, metrics=ran, strict_metrics=metrics is not None)
@@ -200,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="longest caption in words, 0 allowed (default: the checkpoint's eval.max_len)")
     dec.add_argument("--store-dir", default=None, help="stores folder (default: the checkpoint config's)")
     dec.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    dec.add_argument("--int8", action="store_true", help="the decoder quantized to int8, as caption.py --int8")
     dec.add_argument("--results-out", default=None, metavar="FILE.json",
                      help="write the captions in the COCO results format (several beams: FILE.beamK.json)")
     sc = p.add_argument_group("scoring")
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 length_penalty=a.length_penalty, max_len=a.max_len, store_dir=a.store_dir, device=a.device,
                 progress=not a.quiet, tokenizer=a.tokenizer, metrics=metrics, references=a.references,
                 results_out=a.results_out, html=a.html, html_samples=a.html_samples,
-                html_attention=a.html_attention, strict=a.strict)
+                html_attention=a.html_attention, strict=a.strict, int8=a.int8)
     except (InputFormatError, ReportError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print(format_table(report))

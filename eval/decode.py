@@ -80,10 +80,12 @@ def report_settings(captioner: Captioner, beam_size: int, *, length_penalty: flo
 
 
 def open_split(checkpoint: str | Path | Sequence[str | Path], split: str, *, store_dir: str | Path | None = None,
-               device: str = "cpu", progress: bool = True) -> tuple[Captioner, StoreReader, FeatureReader | None]:
+               device: str = "cpu", progress: bool = True, int8: bool = False
+               ) -> tuple[Captioner, StoreReader, FeatureReader | None]:
     """The checkpoint's captioner, the split's store and its feature cache (None: the CNN runs on images).
 
     Several checkpoints: their ensemble (:meth:`nic.captioner.Captioner.from_checkpoints`).
+    ``int8``: the decoder quantized (:meth:`nic.captioner.Captioner.quantize_int8`, as ``caption.py --int8``).
 
     Raises:
         ReportError: the checkpoint cannot be used (its weights do not fit its vocabulary, ...).
@@ -91,6 +93,8 @@ def open_split(checkpoint: str | Path | Sequence[str | Path], split: str, *, sto
     """
     try:
         captioner = Captioner.from_checkpoints(checkpoint, device=device)
+        if int8:
+            captioner.quantize_int8()
     except ValueError as e:  # the message names the file and what is wrong with it
         raise ReportError(str(e)) from None
     cfg = captioner.config
@@ -109,7 +113,7 @@ def decode_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split: s
                       beam_sizes: Sequence[int] = (20,), limit: int = 0, length_penalty: float | None = None,
                       max_len: int | None = None,
                       store_dir: str | Path | None = None, device: str | None = "cpu",
-                      progress: bool = True) -> DecodedSplit:
+                      progress: bool = True, int8: bool = False) -> DecodedSplit:
     """Caption ``split`` (its first ``limit`` images; 0: all) with ``checkpoint`` at each beam size.
 
     ``length_penalty`` and ``max_len`` override the checkpoint's (None: keep them, see
@@ -120,7 +124,7 @@ def decode_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, split: s
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     captioner, store, features = open_split(checkpoint, split, store_dir=store_dir, device=device,
-                                            progress=progress)
+                                            progress=progress, int8=int8)
     try:
         per_beam = [report_settings(captioner, k, length_penalty=length_penalty, max_len=max_len) for k in beam_sizes]
     except ValueError as e:  # e.g. a negative max_len

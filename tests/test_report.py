@@ -473,3 +473,22 @@ def test_max_len_and_length_penalty_zero_are_honoured(attention_run, tmp_path):
     assert row["captions"] == [""] * 8 and row["mean_length"] == 0
     with pytest.raises(SystemExit, match="error: decoding settings: max length -1: must be 0 or more"):
         bleu_report.main(["--checkpoint", str(ckpt), "--beam", "2", "--max-len", "-1", "--quiet"])
+
+
+def test_int8_decodes_with_the_quantized_decoder_and_says_so(attention_run, tmp_path, monkeypatch):
+    _, _, ckpt = attention_run
+    seen = []
+
+    def spy(captioner, store, features, settings, **kwargs):
+        seen.append({type(m).__module__ for m in captioner.decoder.modules()})
+        return real(captioner, store, features, settings, **kwargs)
+
+    real = decode.decode_split
+    monkeypatch.setattr(decode, "decode_split", spy)
+    out = tmp_path / "r.json"
+    bleu_report.main(["--checkpoint", str(ckpt), "--beam", "2", "--metrics", "bleu", "--int8", "--out", str(out),
+                      "--quiet"])
+    assert json.loads(out.read_text())["int8"] is True
+    assert any("quantized" in m for m in seen[0])  # the decoder that decoded had int8 layers
+    plain = bleu_report.evaluate_checkpoint(ckpt, beam_sizes=[2], metrics=["bleu"], progress=False)
+    assert plain["int8"] is False and not any("quantized" in m for m in seen[1])
