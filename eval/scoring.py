@@ -21,7 +21,7 @@ from typing import Any
 from eval.metrics import TOKENIZERS, MetricScores, compute_metrics, tokenize_captions
 from eval.results import Matching, id_type_hint, match, read_references
 from eval.shapes_metrics import score_corpus as shapes_corpus
-from nic.scst import bad_ending
+from nic.vocab import bad_ending
 from nic.vocab import tokenize as vocab_tokenize
 
 __all__ = ["Corpus", "ReportError", "Row", "StoreImages", "check_matching", "checkpoint_corpus", "corpus_objects",
@@ -80,7 +80,7 @@ class StoreImages:
 
 def diversity(captions: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
     """Distinct-caption share, vocabulary used, mean length against the references', and the share of
-    captions that end in a word no sentence ends in ("a man in a": :data:`nic.scst.BAD_ENDINGS`)."""
+    captions that end in a word no sentence ends in ("a man in a": :data:`nic.vocab.BAD_ENDINGS`)."""
     n = max(len(captions), 1)
     ref_lengths = [len(r) for refs in references for r in refs]
     return {

@@ -28,15 +28,15 @@ from nic.paths import open_regular
 # decompression bombs. ``max_pixels`` (ours) is the only limit: see load_image.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+# The raster formats load_image reads, each with the Pillow module that registers its reader.
+_READERS = {"JPEG": "JpegImagePlugin", "PNG": "PngImagePlugin", "BMP": "BmpImagePlugin", "GIF": "GifImagePlugin",
+            "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin", "AVIF": "AvifImagePlugin"}
 #: The raster formats load_image reads (detected from the file's content, not its name).
 #: AVIF only where Pillow was built with it. Never EPS/PS (Ghostscript), PDF, ICO, PSD, ...
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "AVIF")
+ALLOWED_FORMATS = tuple(_READERS)
 # well-known files Pillow cannot read at all, named in the refusal: (offset, signature, name)
 _OTHER_SIGNATURES = ((0, b"%PDF", "PDF"), (4, b"ftypheic", "HEIC"), (4, b"ftypheix", "HEIC"),
                      (4, b"ftypmif1", "HEIF"), (4, b"ftypmsf1", "HEIF"))
-# the Pillow module that registers each format's reader
-_READERS = {"JPEG": "JpegImagePlugin", "PNG": "PngImagePlugin", "BMP": "BmpImagePlugin", "GIF": "GifImagePlugin",
-            "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin", "AVIF": "AvifImagePlugin"}
 _LIMIT_LOCK = threading.Lock()
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nic.checkpoint import load_checkpoint, require_entries
+from nic.checkpoint import checkpoint_file, load_checkpoint, require_entries
 from nic.config import Config, config_from_dict, save_config
 from nic.distributed import DistInfo, broadcast_object
 from nic.io import atomic_write_text
@@ -166,15 +166,13 @@ def check_resume_vocab(point: ResumePoint, vocab: Vocabulary, vocab_file: str | 
 def read_init(path: str | Path, vocab: Vocabulary, vocab_file: str | Path) -> ResumePoint:
     """The checkpoint ``train.init_from`` names (a run directory means its ``best.pt``), checked to hold one
     model over the stores' vocabulary."""
-    path = Path(path)
-    path = path / "best.pt" if path.is_dir() else path
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"train.init_from={str(path)!r}: no such checkpoint; give a run's best.pt "
                                 "(or its directory) or an exported model file")
     point = ResumePoint(path, load_checkpoint(path))
-    if "members" in point.checkpoint or "decoder" not in point.checkpoint:
-        raise ValueError(f"{path}: train.init_from needs one model's checkpoint (with 'decoder' weights), "
-                         "not an ensemble")
+    if "members" in point.checkpoint:
+        raise ValueError(f"{path}: train.init_from needs one model's checkpoint, not an ensemble")
+    require_entries(point.checkpoint, ("vocab", "decoder"), path)
     check_resume_vocab(point, vocab, vocab_file, action="start from it")
     return point
-

@@ -43,19 +43,9 @@ from nic import search
 from nic.bleu import sentence_bleu
 from nic.cider import CiderD
 from nic.decoders import StepDecoderBase
-from nic.vocab import Vocabulary
+from nic.vocab import Vocabulary, bad_ending
 
-__all__ = ["BAD_ENDINGS", "ScstObjective", "bad_ending", "image_uniforms"]
-
-#: Words that cannot end an English caption: a caption ending in one was cut off ("a man in a").
-BAD_ENDINGS = frozenset("a an the of in on at to with and or from by for into onto near his her their its "
-                        "while is are".split())
-
-
-def bad_ending(words: Sequence[str]) -> bool:
-    """True when the caption ends in a word that cannot end a sentence (the known SCST failure)."""
-    return bool(words) and words[-1] in BAD_ENDINGS
-
+__all__ = ["ScstObjective", "describe", "image_uniforms"]
 
 def image_uniforms(seed: int, epoch: int, rows: Sequence[int], samples: int, steps: int) -> Tensor:
     """Uniform numbers (len(rows) * samples, steps) in [0, 1): image ``rows[i]``'s come from its own generator."""
@@ -96,14 +86,21 @@ class ScstObjective:
         v = self.vocab
         return {"start_id": v.start_id, "end_id": v.end_id, "pad_id": v.pad_id}
 
+    def _repeat(self, x: Tensor | None) -> Tensor | None:
+        """Per-image rows -> K rows each, image-major (row i*K + k is sample k of image i)."""
+        return x.repeat_interleave(self.settings.samples, 0) if x is not None else None
+
     def sample(self, decoder: StepDecoderBase, pooled: Tensor, grid: Tensor | None, rows: Sequence[int],
                epoch: int) -> list[search.Hypothesis]:
         """K captions per image (image-major: row i*K + k is sample k of image i)."""
-        K = self.settings.samples
-        uniforms = image_uniforms(self.seed, epoch, rows, K, self.max_len + 1).to(pooled.device)
-        return search.sample(decoder, pooled.repeat_interleave(K, 0),
-                             grid.repeat_interleave(K, 0) if grid is not None else None, max_len=self.max_len,
-                             temperature=self.settings.temperature, uniforms=uniforms, **self._ids())
+        return self._sample(decoder, self._repeat(pooled), self._repeat(grid), rows, epoch)
+
+    def _sample(self, decoder: StepDecoderBase, pooled_k: Tensor, grid_k: Tensor | None, rows: Sequence[int],
+                epoch: int) -> list[search.Hypothesis]:
+        """:meth:`sample` on features already repeated K times per image."""
+        uniforms = image_uniforms(self.seed, epoch, rows, self.settings.samples, self.max_len + 1)
+        return search.sample(decoder, pooled_k, grid_k, max_len=self.max_len, temperature=self.settings.temperature,
+                             uniforms=uniforms.to(pooled_k.device), **self._ids())
 
     def baselines(self, decoder: StepDecoderBase, pooled: Tensor, grid: Tensor | None, rows: Sequence[int],
                   rewards: Tensor) -> Tensor:
@@ -135,7 +132,8 @@ class ScstObjective:
         """(loss: mean over this process's sampled words, the number of those words, sums for the log)."""
         decoder.eval()
         rows = [int(r) for r in rows]
-        hyps = self.sample(decoder, pooled, grid, rows, epoch)
+        pooled_k, grid_k = self._repeat(pooled), self._repeat(grid)  # once, for sampling and for the gradient
+        hyps = self._sample(decoder, pooled_k, grid_k, rows, epoch)
         K = self.settings.samples
         words = [self.vocab.decode(h.tokens) for h in hyps]
         rewards = torch.tensor([self.reward(w, rows[i // K]) for i, w in enumerate(words)],
@@ -144,8 +142,7 @@ class ScstObjective:
             base = self.baselines(decoder, pooled, grid, rows, rewards)  # (B, K)
         advantage = (rewards - base).view(-1).to(pooled.device, torch.float32)  # (N,)
         captions, mask = self.captions(hyps, pooled.device)  # (N, T), (N, T-1)
-        rep = lambda x: x.repeat_interleave(K, 0) if x is not None else None  # noqa: E731
-        log_probs = F.log_softmax(decoder(rep(pooled), rep(grid), captions).float(), dim=-1)  # (N, T-1, V)
+        log_probs = F.log_softmax(decoder(pooled_k, grid_k, captions).float(), dim=-1)  # (N, T-1, V)
         token_lp = log_probs.gather(2, captions[:, 1:].unsqueeze(2)).squeeze(2)  # (N, T-1)
         n_words = int(mask.sum())
         loss = -(advantage.unsqueeze(1) * token_lp * mask).sum() / max(n_words, 1)

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from nic.captioner import Captioner
 from nic.checkpoint import load_weights, save_checkpoint
 from nic.cider import corpus_cider_d
-from nic.config import Config
+from nic.config import BEST_EPOCH, Config
 from nic.data import make_loader
 from nic.decoding import DecodeSettings, check_search_memory
 from nic.distributed import (
@@ -78,7 +78,7 @@ from nic.vocab import Vocabulary
 PrepareData = Callable[..., Any]  # (DataConfig, *, progress: bool) -> store folder; see setup()
 
 SPLITS = ("train", "val")  # the splits training reads
-BEST_KEY = {"bleu": "val_BLEU-4", "cider": "val_CIDEr-D"}  # train.best -> the validation score it keeps
+BEST_KEY = {"bleu": "val_BLEU-4", "cider": "val_CIDEr-D"}  # train.best (but "last") -> the validation score it keeps
 
 
 # ------------------------------------------------------------------- set-up
@@ -99,7 +99,7 @@ def prepare_features(cfg: Config, model: CaptionModel, store_dir: Path, device: 
 
 def check_early(cfg: Config) -> None:
     """Settings that would otherwise fail late: checked before any data or feature work."""
-    if cfg.train.best not in (*BEST_KEY, "last"):
+    if cfg.train.best not in BEST_EPOCH:
         raise ValueError(f"train.best={cfg.train.best!r}; valid: bleu (highest validation BLEU-4), cider (highest "
                          "validation CIDEr-D), last (latest epoch)")
     DecodeSettings.from_eval(cfg.eval).replace(beam_size=cfg.train.val_beam)

@@ -40,6 +40,16 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
+#: Words that cannot end an English caption: a caption ending in one was cut off ("a man in a").
+BAD_ENDINGS = frozenset("a an the of in on at to with and or from by for into onto near his her their its "
+                        "while is are".split())
+
+
+def bad_ending(words: Sequence[str]) -> bool:
+    """True when the caption ends in a word that cannot end a sentence (the known SCST failure)."""
+    return bool(words) and words[-1] in BAD_ENDINGS
+
+
 class Vocabulary:
     """A bijection between tokens and ids with the four special tokens first."""
 

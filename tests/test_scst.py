@@ -16,8 +16,8 @@ from nic.cider import CiderD, corpus_cider_d
 from nic.config import ConfigError, load_config
 from nic.decoders.base import StepDecoderBase
 from nic.rundir import ResumeMismatch
-from nic.scst import ScstObjective, bad_ending, image_uniforms
-from nic.vocab import Vocabulary
+from nic.scst import ScstObjective, image_uniforms
+from nic.vocab import Vocabulary, bad_ending
 from tests.test_training import needs_torchrun, read_jsonl, tiny_config, torchrun_train, train
 
 REFS = [
