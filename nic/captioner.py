@@ -21,7 +21,14 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from nic import search
-from nic.checkpoint import checkpoint_file, feature_input, load_checkpoint, load_weights, require_entries
+from nic.checkpoint import (
+    checkpoint_file,
+    feature_input,
+    load_checkpoint,
+    load_encoder_changes,
+    load_weights,
+    require_entries,
+)
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.decoding import METHODS, DecodeSettings
@@ -87,15 +94,18 @@ class Captioner:
         require_entries(ckpt, ("config", "vocab", "encoder_name", "decoder"), path)
         cfg = config_from_dict(ckpt["config"], source=f"{path} (config)")
         vocab = Vocabulary.from_dict(ckpt["vocab"], source=f"{path} (vocab)")
-        trained_encoder = ckpt.get("encoder") is not None
+        changes = ckpt.get("encoder_changes")  # an exported fine-tuned model: only what differs from the package
+        trained_encoder = ckpt.get("encoder") is not None or changes is not None
         with shapes_only():  # the weights below become the parameters
             model = build_model(cfg, len(vocab), pad_id=vocab.pad_id, encoder_name=ckpt["encoder_name"],
                                 encoder_weights=encoder_weights, pretrained=False)
-        if trained_encoder:
+        if ckpt.get("encoder") is not None:
             load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder", assign=True)
             model.encoder.to_channels_last()
         else:
             load_pretrained(model.encoder, encoder_weights or cfg.encoder.weights)
+            if changes is not None:
+                load_encoder_changes(model.encoder, changes, source=path)
         load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab), assign=True)
         decoder = model.decoder
         if ckpt.get("members"):  # an exported ensemble (nic.checkpoint.export_model with several sources)

@@ -211,8 +211,12 @@ def export_model(src: str | Path | Sequence[str | Path], dst: str | Path, *, not
         members.append({"config": other["config"], "decoder": other["decoder"]})
     if keep["encoder"] is not None and members:
         raise ValueError(f"{sources[0]}: its CNN was fine-tuned; an ensemble's members must share one frozen encoder")
-    for part in ("decoder", "encoder"):
-        if keep[part] is not None:
+    if keep["encoder"] is not None:  # fine-tuned: keep only what differs from the packaged weights
+        changes = encoder_changes(keep["config"], data["encoder_name"], keep["encoder"])
+        if changes is not None:
+            keep["encoder"], keep["encoder_changes"] = None, changes
+    for part in ("decoder", "encoder", "encoder_changes"):
+        if keep.get(part) is not None:
             keep[part] = compact_weights(keep[part], weights)
     if members:
         keep["members"] = [{"config": m["config"], "decoder": compact_weights(m["decoder"], weights)}
@@ -226,11 +230,47 @@ def export_model(src: str | Path | Sequence[str | Path], dst: str | Path, *, not
     return Path(dst)
 
 
+def encoder_changes(config: Mapping[str, Any], encoder_name: str,
+                    state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The tensors of a fine-tuned encoder's ``state`` that differ from the weights it was built
+    from (the packaged ImageNet weights, or ``encoder.weights``); None when those cannot be read
+    here (then the whole encoder is kept). Fine-tuning the top stages changes ~1M of Lite0's
+    3.4M parameters (BatchNorm statistics stay frozen), so an exported model holds only those."""
+    from nic.encoders import build_encoder  # only exports of fine-tuned models need it
+
+    enc = config.get("encoder", {})
+    try:
+        base = build_encoder(encoder_name, weights=enc.get("weights"), grid_size=enc.get("grid_size", 0),
+                             grid_below_top=enc.get("grid_below_top", 0)).state_dict()
+    except (OSError, RuntimeError, ValueError, ImportError):  # the weights are not on this machine
+        return None
+    if set(base) != set(state):
+        return None
+    return {k: v for k, v in state.items() if v.shape != base[k].shape or not torch.equal(v.to(base[k].dtype), base[k])}
+
+
+def load_encoder_changes(encoder: nn.Module, changes: Any, *, source: str | Path) -> None:
+    """Overwrite the tensors an exported model's ``encoder_changes`` names (see :func:`encoder_changes`);
+    ``encoder`` already holds the weights they were taken against. Raises ValueError naming ``source``."""
+    if isinstance(changes, Mapping):
+        changes = restore_weights(changes)
+    if not isinstance(changes, Mapping) or not all(isinstance(v, torch.Tensor) for v in changes.values()):
+        raise ValueError(f"{source}: 'encoder_changes' is not a mapping of names to tensors")
+    expected = encoder.state_dict()
+    bad = [k for k, v in changes.items() if k not in expected or tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        raise ValueError(f"{source}: 'encoder_changes' names {len(bad)} tensor(s) the encoder has not, or with "
+                         f"another shape ({_some(bad)}): the file does not belong to this encoder")
+    with torch.no_grad():
+        for k, v in changes.items():
+            expected[k].copy_(v.to(expected[k].dtype))
+
+
 def _ensemble_problem(first: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
     """Why ``other`` cannot decode beside ``first`` in one search over one encoder's features (None: it can)."""
     if other["vocab"] != first["vocab"]:
         return "its vocabulary differs (train the members on the same stores)"
-    if other["encoder"] is not None:
+    if other["encoder"] is not None or other.get("encoder_changes") is not None:
         return "its CNN was fine-tuned; an ensemble's members must share one frozen encoder"
     mine, theirs = (feature_input(d["config"], d["encoder_name"]) for d in (other, first))
     if mine != theirs:

@@ -68,6 +68,8 @@ class Run:
     trunk_features: dict[str, FeatureReader | None] | None = None
     # train.objective: scst: the loss of a batch of images (None: cross-entropy)
     scst: ScstObjective | None = None
+    # train.init_from held fine-tuned CNN weights: every checkpoint keeps them, though this run's CNN is frozen
+    encoder_from_init: bool = False
 
     @property
     def encoder(self) -> Encoder:

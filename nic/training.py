@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nic.captioner import Captioner
-from nic.checkpoint import load_weights, save_checkpoint
+from nic.checkpoint import load_encoder_changes, load_weights, save_checkpoint
 from nic.cider import corpus_cider_d
 from nic.config import BEST_EPOCH, Config
 from nic.data import make_loader
@@ -137,8 +137,8 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
         check_search_memory(images, beam, len(vocab), device, max_len=cfg.eval.max_len)  # before any training
     model = build_model(cfg, len(vocab), pad_id=vocab.pad_id)
     model.trunk_top = trunk_split(cfg, model.encoder)
-    if cfg.train.init_from:
-        init_weights(model, read_init(cfg.train.init_from, vocab, store_dir / "vocab.json"), len(vocab))
+    encoder_from_init = bool(cfg.train.init_from) and init_weights(
+        model, read_init(cfg.train.init_from, vocab, store_dir / "vocab.json"), len(vocab))
     model.to(device)
     model.encoder.requires_grad_(not cfg.encoder.freeze)
     if cfg.encoder.freeze:
@@ -163,7 +163,7 @@ def setup(cfg: Config, *, progress: bool = True, prepare_data: PrepareData | Non
               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
               scaler=torch.amp.GradScaler("cuda", enabled=False), stores=stores, features=features,
               sampler=sampler, per_rank_batch=per_rank, trunk_features=trunk_features,
-              log=RunLog(run_dir, enabled=dist_info.is_main))
+              log=RunLog(run_dir, enabled=dist_info.is_main), encoder_from_init=encoder_from_init)
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     if cfg.train.objective == "scst":
         run.scst = ScstObjective(train_store.references(), vocab, cfg.scst, max_len=cfg.eval.max_len,
@@ -182,11 +182,16 @@ def items_per_step(cfg: Config, train_store: StoreReader) -> tuple[int, int]:
     return train_store.num_captions, cfg.train.batch_size
 
 
-def init_weights(model: CaptionModel, point: ResumePoint, vocab_size: int) -> None:
-    """train.init_from: the decoder's (and a fine-tuned encoder's) weights; nothing else of that run."""
+def init_weights(model: CaptionModel, point: ResumePoint, vocab_size: int) -> bool:
+    """train.init_from: the decoder's (and a fine-tuned encoder's) weights; True when the encoder's came too."""
     load_weights(model.decoder, point.checkpoint["decoder"], source=point.path, part="decoder", vocab_size=vocab_size)
     if point.checkpoint.get("encoder") is not None:
         load_weights(model.encoder, point.checkpoint["encoder"], source=point.path, part="encoder")
+    elif point.checkpoint.get("encoder_changes") is not None:  # an exported fine-tuned model
+        load_encoder_changes(model.encoder, point.checkpoint["encoder_changes"], source=point.path)
+    else:
+        return False
+    return True
 
 
 def wrap_ddp(run: Run) -> None:
@@ -335,7 +340,8 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "vocab": run.vocab.to_dict(),
         "encoder_name": run.encoder.name,
         "decoder": run.decoder.state_dict(),
-        "encoder": run.encoder.state_dict() if run.state.finetuning or not run.cfg.encoder.freeze else None,
+        "encoder": (run.encoder.state_dict() if run.state.finetuning or run.encoder_from_init
+                    or not run.cfg.encoder.freeze else None),
         "training": {"state": asdict(run.state), "optimizer": run.optimizer.state_dict(),
                      "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                      "rng": rng_state()},

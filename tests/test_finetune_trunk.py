@@ -106,6 +106,30 @@ def test_finetuning_on_a_cached_trunk_trains_only_the_head(data_root, group):  #
     assert [c[0].words for c in via_trunk.captions] == [c[0].words for c in via_images.captions]
     for a, b in zip(via_trunk.captions, via_images.captions):
         assert a[0].logprob == pytest.approx(b[0].logprob, abs=1e-4)
+    if group:
+        check_export_keeps_only_the_changed_encoder_tensors(run_dir, tuned)
+        # a frozen-CNN run (SCST, say) started from the exported model keeps its fine-tuned CNN in every checkpoint
+        follow = train(tiny_config(data_root, "trunk_ft_init", "--train.epochs=1",
+                                   f"--train.init_from={run_dir / 'model.pt'}"), progress=False)
+        kept = load_checkpoint(follow / "last.pt")["encoder"]
+        assert kept is not None and all(torch.equal(kept[k], tuned[k]) for k in tuned)
+
+
+def check_export_keeps_only_the_changed_encoder_tensors(run_dir, tuned):
+    """An exported fine-tuned model holds the tensors that moved, not the packaged rest; it loads whole."""
+    from nic.checkpoint import export_model
+
+    data = load_checkpoint(export_model(run_dir / "last.pt", run_dir / "model.pt"))
+    assert data["encoder"] is None
+    changed = set(data["encoder_changes"])
+    pretrained = build_encoder("efficientnet_lite0").state_dict()
+    assert changed == {k for k in tuned if not torch.equal(tuned[k], pretrained[k])}
+    head = ("backbone.blocks.6.", "backbone.conv_head.", "backbone.bn2.")  # bn2: affine only, statistics frozen
+    assert changed and all(k.startswith(head) for k in changed)
+    captioner = Captioner.from_checkpoint(run_dir / "model.pt")
+    assert captioner.encoder_trained
+    for key, value in captioner.encoder.state_dict().items():
+        assert torch.equal(value, tuned[key]), key
 
 
 def test_resume_while_finetuning_on_a_trunk_equals_uninterrupted_run(data_root):  # noqa: F811
