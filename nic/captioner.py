@@ -21,14 +21,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from nic import search
-from nic.checkpoint import (
-    checkpoint_file,
-    feature_input,
-    load_checkpoint,
-    load_encoder_changes,
-    load_weights,
-    require_entries,
-)
+from nic.checkpoint import checkpoint_file, feature_input, load_checkpoint, load_weights, require_entries
 from nic.config import Config, config_from_dict
 from nic.decoders import StepDecoderBase, build_decoder
 from nic.decoding import METHODS, DecodeSettings
@@ -105,7 +98,7 @@ class Captioner:
         else:
             load_pretrained(model.encoder, encoder_weights or cfg.encoder.weights)
             if changes is not None:
-                load_encoder_changes(model.encoder, changes, source=path)
+                load_weights(model.encoder, changes, source=path, part="encoder", partial=True)
         load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder", vocab_size=len(vocab), assign=True)
         decoder = model.decoder
         if ckpt.get("members"):  # an exported ensemble (nic.checkpoint.export_model with several sources)

@@ -87,13 +87,15 @@ def require_entries(data: Mapping[str, Any], keys: Sequence[str], path: str | Pa
 
 
 def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str,
-                 vocab_size: int | None = None, assign: bool = False) -> None:
+                 vocab_size: int | None = None, assign: bool = False, partial: bool = False) -> None:
     """``module.load_state_dict(state)`` (strict), or one ValueError naming ``source`` and what does not fit.
 
     ``part`` names the weights ("decoder", "encoder"); with ``vocab_size``, a dimension that
     should be the vocabulary's size is said to be so ("decoder.word_embed.weight is 2538x512
     in the weights but the vocabulary has 2540 words"). ``assign``: the tensors, converted to
     the module's dtypes, become its parameters (a module built on the meta device).
+    ``partial``: ``state`` may name only some of the module's tensors (an exported model's
+    ``encoder_changes``); the others keep their values. Every tensor it names must still fit.
     """
     if isinstance(state, Mapping):
         state = restore_weights(state)  # int8-stored weights (an exported model) -> float
@@ -103,7 +105,7 @@ def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str
     problems = [_shape_problem(f"{part}.{k}", tuple(v.shape), tuple(expected[k].shape), vocab_size)
                 for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
-    if missing:
+    if missing and not partial:
         problems.append(f"{len(missing)} tensor(s) of the model missing from the weights ({_some(missing)})")
     if unexpected:
         problems.append(f"{len(unexpected)} tensor(s) in the weights that the model has not ({_some(unexpected)})")
@@ -114,7 +116,7 @@ def load_weights(module: nn.Module, state: Any, *, source: str | Path, part: str
                          "together (edited, or put together from different runs): use the file the run wrote")
     if assign:
         state = {k: v.to(expected[k].dtype) for k, v in state.items()}  # float16/int8-stored -> the model's
-    module.load_state_dict(state, assign=assign)
+    module.load_state_dict(state, assign=assign, strict=not partial)
 
 
 def _shape_problem(name: str, got: tuple[int, ...], want: tuple[int, ...], vocab_size: int | None) -> str:
@@ -247,23 +249,6 @@ def encoder_changes(config: Mapping[str, Any], encoder_name: str,
     if set(base) != set(state):
         return None
     return {k: v for k, v in state.items() if v.shape != base[k].shape or not torch.equal(v.to(base[k].dtype), base[k])}
-
-
-def load_encoder_changes(encoder: nn.Module, changes: Any, *, source: str | Path) -> None:
-    """Overwrite the tensors an exported model's ``encoder_changes`` names (see :func:`encoder_changes`);
-    ``encoder`` already holds the weights they were taken against. Raises ValueError naming ``source``."""
-    if isinstance(changes, Mapping):
-        changes = restore_weights(changes)
-    if not isinstance(changes, Mapping) or not all(isinstance(v, torch.Tensor) for v in changes.values()):
-        raise ValueError(f"{source}: 'encoder_changes' is not a mapping of names to tensors")
-    expected = encoder.state_dict()
-    bad = [k for k, v in changes.items() if k not in expected or tuple(v.shape) != tuple(expected[k].shape)]
-    if bad:
-        raise ValueError(f"{source}: 'encoder_changes' names {len(bad)} tensor(s) the encoder has not, or with "
-                         f"another shape ({_some(bad)}): the file does not belong to this encoder")
-    with torch.no_grad():
-        for k, v in changes.items():
-            expected[k].copy_(v.to(expected[k].dtype))
 
 
 def _ensemble_problem(first: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:

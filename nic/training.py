@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nic.captioner import Captioner
-from nic.checkpoint import load_encoder_changes, load_weights, save_checkpoint
+from nic.checkpoint import load_weights, save_checkpoint
 from nic.cider import corpus_cider_d
 from nic.config import BEST_EPOCH, Config
 from nic.data import make_loader
@@ -188,7 +188,8 @@ def init_weights(model: CaptionModel, point: ResumePoint, vocab_size: int) -> bo
     if point.checkpoint.get("encoder") is not None:
         load_weights(model.encoder, point.checkpoint["encoder"], source=point.path, part="encoder")
     elif point.checkpoint.get("encoder_changes") is not None:  # an exported fine-tuned model
-        load_encoder_changes(model.encoder, point.checkpoint["encoder_changes"], source=point.path)
+        load_weights(model.encoder, point.checkpoint["encoder_changes"], source=point.path, part="encoder",
+                     partial=True)
     else:
         return False
     return True

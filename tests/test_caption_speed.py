@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from nic.captioner import Captioner, UnreadableImage, decoded_images
-from nic.checkpoint import load_checkpoint, load_encoder_changes, load_weights, save_checkpoint
+from nic.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from nic.config import config_from_dict, load_config
 from nic.images import load_image
 from nic.model import build_model
@@ -36,7 +36,7 @@ def plain_captioner(path) -> Captioner:
     if ckpt["encoder"] is not None:
         load_weights(model.encoder, ckpt["encoder"], source=path, part="encoder")
     if ckpt.get("encoder_changes") is not None:  # an exported fine-tuned model: the package's weights + these
-        load_encoder_changes(model.encoder, ckpt["encoder_changes"], source=path)
+        load_weights(model.encoder, ckpt["encoder_changes"], source=path, part="encoder", partial=True)
     load_weights(model.decoder, ckpt["decoder"], source=path, part="decoder")
     return Captioner(model.encoder, model.decoder, vocab, config=cfg)
 

@@ -130,6 +130,12 @@ def check_export_keeps_only_the_changed_encoder_tensors(run_dir, tuned):
     assert captioner.encoder_trained
     for key, value in captioner.encoder.state_dict().items():
         assert torch.equal(value, tuned[key]), key
+    from nic.checkpoint import save_checkpoint
+
+    data["encoder_changes"]["backbone.no_such.weight"] = torch.zeros(1)  # a file put together from elsewhere
+    save_checkpoint(run_dir / "bad.pt", data)
+    with pytest.raises(ValueError, match=r"bad\.pt: the encoder weights do not fit.*backbone\.no_such\.weight"):
+        Captioner.from_checkpoint(run_dir / "bad.pt")
 
 
 def test_resume_while_finetuning_on_a_trunk_equals_uninterrupted_run(data_root):  # noqa: F811
