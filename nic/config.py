@@ -324,6 +324,10 @@ class ScstConfig:
     bleu_weight: float = 0.0
     # Sampling temperature (1: the model's own distribution).
     temperature: float = 1.0
+    # Keep the decoder's dropout on while sampling and in the gradient pass (as self-critical.pytorch
+    # does): a regulariser; without it, SCST on a cross-entropy model that has memorised its training
+    # captions mostly re-learns them (docs/benchmarks.md). Off: the deployed policy, dropout off.
+    dropout: bool = False
 
     RANGES = {"samples": at_least(1), "baseline": one_of(*SCST_BASELINES), "cider_weight": at_least(0.0),
               "bleu_weight": at_least(0.0), "temperature": greater_than(0.0)}

@@ -23,8 +23,11 @@ How the pieces fit (one optimizer step, :meth:`ScstObjective.__call__`):
 3. **Loss**: the sampled captions are scored again with gradients by the decoder's teacher-forced
    ``forward`` (the same function the step API computes, checked by the decoder contract
    tests). A caption's ``<end>`` counts as a sampled word, except when it was forced at the
-   length limit. The decoder runs in eval mode throughout (no dropout): the samples come
-   from the policy that is deployed, and their gradient is that policy's.
+   length limit. By default the decoder runs in eval mode throughout (no dropout): the samples
+   come from the policy that is deployed, and their gradient is that policy's. With
+   ``scst.dropout`` it runs in train mode for both (as self-critical.pytorch does): a
+   regulariser, and the samples then depend on the batch's dropout draws (the greedy baseline
+   is still decoded without dropout).
 
 The training loop (:func:`nic.training.train_one_epoch`) is shared with cross-entropy; it
 averages the loss over the sampled words of all processes, as it does for reference words.
@@ -62,7 +65,8 @@ class ScstObjective:
     Args:
         references: every training image's reference captions (token lists), by store row.
         vocab: the model's vocabulary.
-        settings: the ``scst`` config section (samples, baseline, cider_weight, bleu_weight, temperature).
+        settings: the ``scst`` config section (samples, baseline, cider_weight, bleu_weight, temperature,
+            dropout).
         max_len: the longest caption sampled (``eval.max_len``).
         seed: ``train.seed``, for the per-image random numbers.
     """
@@ -108,7 +112,10 @@ class ScstObjective:
         K = rewards.size(1)
         if self.settings.baseline == "mean":
             return (rewards.sum(dim=1, keepdim=True) - rewards) / (K - 1)
+        mode = decoder.training
+        decoder.eval()  # the deployed policy's caption
         greedy = search.greedy_search(decoder, pooled, grid, max_len=self.max_len, **self._ids())
+        decoder.train(mode)
         values = [self.reward(self.vocab.decode(h.tokens), row) for h, row in zip(greedy, rows, strict=True)]
         return torch.tensor(values, dtype=torch.float64).unsqueeze(1).expand(-1, K)
 
@@ -130,7 +137,7 @@ class ScstObjective:
     def __call__(self, decoder: StepDecoderBase, pooled: Tensor, grid: Tensor | None, rows: Sequence[int],
                  epoch: int) -> tuple[Tensor, int, dict[str, float]]:
         """(loss: mean over this process's sampled words, the number of those words, sums for the log)."""
-        decoder.eval()
+        decoder.train(self.settings.dropout)
         rows = [int(r) for r in rows]
         pooled_k, grid_k = self._repeat(pooled), self._repeat(grid)  # once, for sampling and for the gradient
         hyps = self._sample(decoder, pooled_k, grid_k, rows, epoch)

@@ -112,7 +112,8 @@ def test_one_step_raises_the_better_caption_and_lowers_the_worse(baseline):
     decoder = BigramDecoder(table)
     # image 0 shows a cat; image 1 only supplies document frequencies in which "cat" is informative
     refs = [[["cat"]], [["dog"]], [["dog"]]]
-    settings = SimpleNamespace(samples=8, baseline=baseline, cider_weight=1.0, bleu_weight=0.0, temperature=1.0)
+    settings = SimpleNamespace(samples=8, baseline=baseline, cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
+                               dropout=False)
     objective = ScstObjective(refs, Vocabulary(WORDS), settings, max_len=3, seed=0)
     hyps = objective.sample(decoder, torch.zeros(1, 2), None, [0], epoch=0)
     sampled = {tuple(h.tokens) for h in hyps}
@@ -132,7 +133,8 @@ def test_a_caption_cut_at_the_length_limit_is_scored_as_it_is():
     table = torch.full((6, 6), -20.0)
     table[1, 4] = table[4, 5] = table[5, 4] = 0.0  # cat dog cat dog ... never <end>
     decoder = BigramDecoder(table)
-    settings = SimpleNamespace(samples=2, baseline="mean", cider_weight=1.0, bleu_weight=0.0, temperature=1.0)
+    settings = SimpleNamespace(samples=2, baseline="mean", cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
+                               dropout=False)
     objective = ScstObjective([[["cat", "dog"]], [["dog"]]], Vocabulary(WORDS), settings, max_len=3, seed=0)
     hyps = objective.sample(decoder, torch.zeros(1, 2), None, [0], epoch=0)
     assert [h.tokens for h in hyps] == [[4, 5, 4]] * 2
@@ -158,15 +160,18 @@ def scst_config(root: Path, name: str, xe: Path, *overrides: str):
                        "--train.batch_size=2", "--train.best=cider", "--scst.samples=3", *overrides)
 
 
-def test_scst_run_starts_from_the_checkpoint_logs_and_resumes_bitwise(xe_run):
+@pytest.mark.parametrize("dropout", [False, True])  # with dropout, the masks' random numbers resume too
+def test_scst_run_starts_from_the_checkpoint_logs_and_resumes_bitwise(xe_run, dropout):
     root, xe = xe_run
-    full = train(scst_config(root, "scst_full", xe / "best.pt"), progress=False)
+    name = f"scst_dropout_{dropout}"
+    full = train(scst_config(root, f"{name}_full", xe / "best.pt", f"--scst.dropout={dropout}"), progress=False)
     records = read_jsonl(full / "metrics.jsonl")
     assert len(records) == 3 and all(math.isfinite(r["val_CIDEr-D"]) for r in records)
     assert {"scst_reward", "scst_baseline", "scst_entropy", "scst_truncated", "scst_bad_endings"} <= set(records[0])
     assert records[0]["scst_entropy"] > 0 and records[0]["scst_reward"] >= 0
     # 8 training images / 2 per step = 4 steps per epoch; killed in epoch 2 at step 6
-    killed = train(scst_config(root, "scst_killed", xe / "best.pt", "--train.max_steps=6"), progress=False)
+    killed = train(scst_config(root, f"{name}_killed", xe / "best.pt", f"--scst.dropout={dropout}",
+                               "--train.max_steps=6"), progress=False)
     resumed = train(load_config(killed / "config.yaml", ["--train.max_steps=0"]), resume=killed, progress=False)
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(resumed / "last.pt")
     for key in a["decoder"]:
@@ -216,3 +221,35 @@ def test_scst_trains_the_attention_decoder_too(xe_run):
     assert record["scst_entropy"] > 0 and math.isfinite(record["val_CIDEr-D"])
     start, end = load_checkpoint(xe / "best.pt")["decoder"], load_checkpoint(run / "last.pt")["decoder"]
     assert any(not torch.equal(start[k], end[k]) for k in start)
+
+
+class ModeRecordingDecoder(BigramDecoder):
+    """A :class:`BigramDecoder` that notes whether it ran in train mode, per call of step / forward."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(table)
+        self.modes: dict[str, set[bool]] = {"step": set(), "forward": set()}
+
+    def step(self, tokens, state):
+        self.modes["step"].add(self.training)
+        return super().step(tokens, state)
+
+    def forward(self, pooled, grid, captions):
+        self.modes["forward"].add(self.training)
+        return super().forward(pooled, grid, captions)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_dropout_setting_decides_the_mode_of_sampling_and_gradient(dropout):
+    table = torch.zeros(6, 6)
+    settings = SimpleNamespace(samples=2, baseline="mean", cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
+                               dropout=dropout)
+    objective = ScstObjective([[["cat"]], [["dog"]]], Vocabulary(WORDS), settings, max_len=3, seed=0)
+    decoder = ModeRecordingDecoder(table)
+    decoder.eval() if dropout else decoder.train()  # the setting decides, not the mode it comes in
+    objective(decoder, torch.zeros(1, 2), None, [0], epoch=0)
+    assert decoder.modes == {"step": {dropout}, "forward": {dropout}}
+    greedy = ModeRecordingDecoder(table)
+    settings.baseline = "greedy"
+    objective(greedy, torch.zeros(1, 2), None, [0], epoch=0)
+    assert greedy.modes["step"] == {False, dropout}  # the greedy baseline is the deployed policy's caption
