@@ -187,8 +187,7 @@ def measure_scst(decoder_type: str, *, batch_images: int, steps: int, repeats: i
     refs = [[[f"w{int(i)}" for i in torch.randint(0, 300, (12,), generator=gen)] for _ in range(5)]
             for _ in range(n_images)]
     objective = ScstObjective(refs, words, ScstConfig(samples=samples, temperature=temperature, dropout=dropout),
-                              max_len=max_len,
-                              seed=0)
+                              max_len=max_len, seed=0)
     pooled = torch.randn(n_images, 1280, generator=gen).to(device)
     grid = torch.randn(n_images, 49, 1280, generator=gen).to(device) if decoder.uses_grid else None
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-5, fused=device.type in ("cpu", "cuda"))

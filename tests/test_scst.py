@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from nic.checkpoint import load_checkpoint
 from nic.cider import CiderD, corpus_cider_d
-from nic.config import ConfigError, load_config
+from nic.config import ConfigError, ScstConfig, load_config
 from nic.decoders.base import StepDecoderBase
 from nic.rundir import ResumeMismatch
 from nic.scst import ScstObjective, image_uniforms
@@ -112,8 +111,7 @@ def test_one_step_raises_the_better_caption_and_lowers_the_worse(baseline):
     decoder = BigramDecoder(table)
     # image 0 shows a cat; image 1 only supplies document frequencies in which "cat" is informative
     refs = [[["cat"]], [["dog"]], [["dog"]]]
-    settings = SimpleNamespace(samples=8, baseline=baseline, cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
-                               dropout=False)
+    settings = ScstConfig(samples=8, baseline=baseline)  # CIDEr-D only, temperature 1, dropout off
     objective = ScstObjective(refs, Vocabulary(WORDS), settings, max_len=3, seed=0)
     hyps = objective.sample(decoder, torch.zeros(1, 2), None, [0], epoch=0)
     sampled = {tuple(h.tokens) for h in hyps}
@@ -133,8 +131,7 @@ def test_a_caption_cut_at_the_length_limit_is_scored_as_it_is():
     table = torch.full((6, 6), -20.0)
     table[1, 4] = table[4, 5] = table[5, 4] = 0.0  # cat dog cat dog ... never <end>
     decoder = BigramDecoder(table)
-    settings = SimpleNamespace(samples=2, baseline="mean", cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
-                               dropout=False)
+    settings = ScstConfig(samples=2)
     objective = ScstObjective([[["cat", "dog"]], [["dog"]]], Vocabulary(WORDS), settings, max_len=3, seed=0)
     hyps = objective.sample(decoder, torch.zeros(1, 2), None, [0], epoch=0)
     assert [h.tokens for h in hyps] == [[4, 5, 4]] * 2
@@ -242,8 +239,7 @@ class ModeRecordingDecoder(BigramDecoder):
 @pytest.mark.parametrize("dropout", [False, True])
 def test_dropout_setting_decides_the_mode_of_sampling_and_gradient(dropout):
     table = torch.zeros(6, 6)
-    settings = SimpleNamespace(samples=2, baseline="mean", cider_weight=1.0, bleu_weight=0.0, temperature=1.0,
-                               dropout=dropout)
+    settings = ScstConfig(samples=2, dropout=dropout)
     objective = ScstObjective([[["cat"]], [["dog"]]], Vocabulary(WORDS), settings, max_len=3, seed=0)
     decoder = ModeRecordingDecoder(table)
     decoder.eval() if dropout else decoder.train()  # the setting decides, not the mode it comes in
